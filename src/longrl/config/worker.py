@@ -1,0 +1,101 @@
+"""`worker.*`: the policy (actor), the rollout engine, the reference model, rewards."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from longrl.config.base import Section
+
+
+class ModelConfig(Section):
+    model_path: str | None = Field(
+        None, description="Local checkpoint directory (Hugging Face layout). No hub downloads."
+    )
+    trust_remote_code: bool = Field(
+        False, description="Off unless you trust the checkpoint's code."
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    freeze_vision_tower: bool = Field(
+        True, description="Frozen ViT lets every pass of a step reuse one encoding per video."
+    )
+    enable_gradient_checkpointing: bool = False
+
+
+class OptimConfig(Section):
+    lr: float = Field(1e-6, gt=0)
+    weight_decay: float = Field(1e-2, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    lr_warmup_ratio: float = Field(0.0, ge=0, le=1)
+    lr_warmup_steps: int | None = Field(
+        None, ge=0, description="Overrides lr_warmup_ratio when set."
+    )
+    lr_scheduler: Literal["constant", "cosine"] = "constant"
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="Cosine floor as a fraction of lr.")
+
+
+class ActorConfig(Section):
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    global_batch_size: int = Field(
+        8, gt=0, description="Prompts per optimizer step (mini-batch), across data-parallel ranks."
+    )
+    micro_batch_size_per_device_for_update: int = Field(4, gt=0)
+    micro_batch_size_per_device_for_experience: int = Field(16, gt=0)
+    ppo_epochs: int = Field(1, gt=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    clip_ratio_low: float = Field(0.2, ge=0)
+    clip_ratio_high: float = Field(0.2, ge=0, description="> clip_ratio_low is DAPO's clip-higher.")
+    clip_ratio_dual: float = Field(
+        3.0, gt=1, description="Dual-clip bound for negative advantages."
+    )
+    loss_agg_mode: Literal[
+        "token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"
+    ] = "token-mean"
+    padding_free: bool = True
+    ulysses_sequence_parallel_size: int = Field(1, gt=0)
+    share_prompt_prefix: bool = Field(
+        True, description="Run each group's prompt once in log-prob/update forwards."
+    )
+
+
+class RolloutConfig(Section):
+    name: Literal["builtin", "vllm"] = "builtin"
+    n: int = Field(8, gt=0, description="Responses sampled per prompt (group size).")
+    temperature: float = Field(1.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(-1, description="-1 disables top-k.")
+    seed: int | None = None
+    share_prompt_prefix: bool = Field(
+        True, description="Prefill each prompt once and fork its KV cache n ways."
+    )
+    num_chunk_seq: int = Field(
+        1, gt=0, description="Split large all-gathers into this many chunks (Long-RL's knob)."
+    )
+
+
+class RefConfig(Section):
+    enable: bool | None = Field(
+        None, description="Reference model; default: loaded iff the KL term is enabled."
+    )
+
+
+class RewardConfig(Section):
+    functions: dict[str, float] = Field(
+        default_factory=lambda: {"accuracy": 1.0, "format": 0.5},
+        description="Built-in reward name -> weight.",
+    )
+    reward_function: str | None = Field(
+        None, description="User reward `path/to/file.py:name`, added with weight 1.0."
+    )
+    on_error: float | Literal["raise"] = Field(
+        0.0, description="Score given when a reward function raises on a sample, or 'raise'."
+    )
+
+
+class WorkerConfig(Section):
+    actor: ActorConfig = Field(default_factory=ActorConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    ref: RefConfig = Field(default_factory=RefConfig)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
