@@ -79,7 +79,7 @@ def test_override_into_a_value_is_refused():
 
 
 def test_malformed_override_and_missing_recipe(tmp_path):
-    with pytest.raises(ConfigError, match="dotted.key=value"):
+    with pytest.raises(ConfigError, match=r"dotted\.key=value"):
         load_config(None, ["worker.rollout.n"])
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")
