@@ -169,3 +169,14 @@ def test_help_is_lazy_no_torch_import():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert out == "", f"`longrl --help` imported heavy modules: {out}"
+
+
+def test_docs_config_reference_is_up_to_date():
+    from pathlib import Path
+
+    from longrl.config.reference import config_reference
+
+    docs = Path(__file__).resolve().parents[2] / "docs" / "config.md"
+    assert docs.read_text() == config_reference(RunConfig), (
+        "docs/config.md is stale: run `longrl config --reference > docs/config.md`"
+    )

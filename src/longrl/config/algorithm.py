@@ -21,7 +21,7 @@ class AlgorithmConfig(Section):
     kl_penalty: Literal["kl", "k1", "k2", "k3", "low_var_kl", "abs", "mse"] = Field(
         "low_var_kl", description="KL estimator (low_var_kl = k3)."
     )
-    kl_coef: float = Field(1e-2, ge=0)
+    kl_coef: float = Field(1e-2, ge=0, description="Weight of the KL term.")
     online_filtering: bool = Field(
         False, description="DAPO dynamic sampling: drop groups whose rewards are all equal."
     )
@@ -31,4 +31,6 @@ class AlgorithmConfig(Section):
     overlong_buffer_length: int = Field(
         0, ge=0, description="DAPO soft overlong penalty buffer (tokens); 0 disables it."
     )
-    overlong_penalty_factor: float = Field(1.0, ge=0)
+    overlong_penalty_factor: float = Field(
+        1.0, ge=0, description="Scale of the soft overlong penalty (reaches -factor)."
+    )

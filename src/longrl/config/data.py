@@ -38,8 +38,8 @@ class DataConfig(Section):
         8, gt=0, description="Prompts per RL step (each sampled n times)."
     )
     val_batch_size: int = Field(-1, description="Prompts per validation batch; -1 = all at once.")
-    shuffle: bool = True
-    seed: int = 1
+    shuffle: bool = Field(True, description="Shuffle the training records each epoch.")
+    seed: int = Field(1, description="Seed of the data order.")
     thinking: bool = Field(
         True,
         description="Thinking prompt template (<think>..</think><answer>..</answer>) or answer-only.",
@@ -51,8 +51,12 @@ class DataConfig(Section):
     num_frames: int | None = Field(
         None, gt=0, description="Sample exactly this many frames uniformly (overrides fps)."
     )
-    min_frames: int = Field(4, gt=0)
-    max_frames: int = Field(768, gt=0, le=8192)
+    min_frames: int = Field(
+        4, gt=0, description="Fewest frames sampled per video (if it has them)."
+    )
+    max_frames: int = Field(
+        768, gt=0, le=8192, description="Most frames sampled per video (<= 8192)."
+    )
     # Preprocessing (models/preprocess.py), explicit so small frames are never upscaled.
     min_pixels: int = Field(28 * 28, gt=0, description="Minimum pixels per frame after resizing.")
     max_pixels: int = Field(224 * 224, gt=0, description="Maximum pixels per frame after resizing.")

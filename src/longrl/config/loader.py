@@ -24,7 +24,6 @@ T = TypeVar("T", bound=BaseModel)
 KEY_ALIASES: dict[str, str] = {
     "worker.actor.cached_embeds_dir": "data.cache_dir",
     "worker.reward.score_function": "worker.reward.reward_function",
-    "worker.actor.model.freeze_vision_tower": "worker.actor.model.freeze_vision_tower",
     "trainer.save_checkpoint_path": "trainer.output_dir",
     "trainer.load_checkpoint_path": "trainer.resume",
     "trainer.total_episodes": "trainer.total_epochs",

@@ -16,22 +16,30 @@ class ModelConfig(Section):
     trust_remote_code: bool = Field(
         False, description="Off unless you trust the checkpoint's code."
     )
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="Parameter dtype (CPU: float32)."
+    )
     freeze_vision_tower: bool = Field(
         True, description="Frozen ViT lets every pass of a step reuse one encoding per video."
     )
-    enable_gradient_checkpointing: bool = False
+    enable_gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in backward to save memory."
+    )
 
 
 class OptimConfig(Section):
-    lr: float = Field(1e-6, gt=0)
-    weight_decay: float = Field(1e-2, ge=0)
-    betas: tuple[float, float] = (0.9, 0.999)
-    lr_warmup_ratio: float = Field(0.0, ge=0, le=1)
+    lr: float = Field(1e-6, gt=0, description="AdamW peak learning rate.")
+    weight_decay: float = Field(1e-2, ge=0, description="AdamW decoupled weight decay.")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
+    lr_warmup_ratio: float = Field(
+        0.0, ge=0, le=1, description="Linear warm-up over this fraction of all steps."
+    )
     lr_warmup_steps: int | None = Field(
         None, ge=0, description="Overrides lr_warmup_ratio when set."
     )
-    lr_scheduler: Literal["constant", "cosine"] = "constant"
+    lr_scheduler: Literal["constant", "cosine"] = Field(
+        "constant", description="Schedule after warm-up."
+    )
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="Cosine floor as a fraction of lr.")
 
 
@@ -41,32 +49,38 @@ class ActorConfig(Section):
     global_batch_size: int = Field(
         8, gt=0, description="Prompts per optimizer step (mini-batch), across data-parallel ranks."
     )
-    micro_batch_size_per_device_for_update: int = Field(4, gt=0)
-    micro_batch_size_per_device_for_experience: int = Field(16, gt=0)
-    ppo_epochs: int = Field(1, gt=0)
-    max_grad_norm: float = Field(1.0, gt=0)
-    clip_ratio_low: float = Field(0.2, ge=0)
+    micro_batch_size_per_device_for_update: int = Field(
+        4, gt=0, description="Sequences per forward/backward in the update (gradient accumulation)."
+    )
+    micro_batch_size_per_device_for_experience: int = Field(
+        16, gt=0, description="Sequences per forward in the old/ref log-prob passes."
+    )
+    ppo_epochs: int = Field(1, gt=0, description="Passes over each rollout batch.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Global gradient-norm clip.")
+    clip_ratio_low: float = Field(0.2, ge=0, description="PPO ratio lower bound 1 - low.")
     clip_ratio_high: float = Field(0.2, ge=0, description="> clip_ratio_low is DAPO's clip-higher.")
     clip_ratio_dual: float = Field(
         3.0, gt=1, description="Dual-clip bound for negative advantages."
     )
     loss_agg_mode: Literal[
         "token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"
-    ] = "token-mean"
-    padding_free: bool = True
-    ulysses_sequence_parallel_size: int = Field(1, gt=0)
+    ] = Field("token-mean", description="How per-token losses are averaged.")
+    padding_free: bool = Field(True, description="Pack sequences without padding tokens.")
+    ulysses_sequence_parallel_size: int = Field(
+        1, gt=0, description="Sequence-parallel group size (Ulysses all-to-all)."
+    )
     share_prompt_prefix: bool = Field(
         True, description="Run each group's prompt once in log-prob/update forwards."
     )
 
 
 class RolloutConfig(Section):
-    name: Literal["builtin", "vllm"] = "builtin"
+    name: Literal["builtin", "vllm"] = Field("builtin", description="Rollout engine.")
     n: int = Field(8, gt=0, description="Responses sampled per prompt (group size).")
-    temperature: float = Field(1.0, ge=0)
-    top_p: float = Field(1.0, gt=0, le=1)
+    temperature: float = Field(1.0, ge=0, description="Sampling temperature; 0 = greedy.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
     top_k: int = Field(-1, description="-1 disables top-k.")
-    seed: int | None = None
+    seed: int | None = Field(None, description="Sampling seed; default derives from trainer.seed.")
     share_prompt_prefix: bool = Field(
         True, description="Prefill each prompt once and fork its KV cache n ways."
     )
