@@ -22,7 +22,9 @@ class DataConfig(Section):
         "problem", description="Column with the question (EasyR1 records use `prompt`)."
     )
     answer_key: str = Field("answer", description="Column with the ground-truth answer.")
-    video_key: str = Field("videos", description="Column with the video path list (or `video`).")
+    video_key: str | None = Field(
+        None, description="Video column; null accepts `videos` (list or path) or `video`."
+    )
     max_prompt_length: int = Field(
         16384,
         gt=0,

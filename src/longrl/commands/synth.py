@@ -1,0 +1,87 @@
+"""`longrl synth OUT`: write synthetic long-video reasoning data (videos + records)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # Defaults mirror longrl.data.synth.SynthConfig (kept literal so --help imports nothing).
+    parser.add_argument("out", help="output directory (videos/, sft|rl|eval.jsonl, manifest.json)")
+    parser.add_argument("--seed", type=int, default=0, help="same seed -> identical data (0)")
+    parser.add_argument("--num-sft", type=int, default=256, help="SFT records (256)")
+    parser.add_argument("--num-rl", type=int, default=128, help="RL records (128)")
+    parser.add_argument("--num-eval", type=int, default=64, help="eval records (64)")
+    parser.add_argument("--min-frames", type=int, default=16, help="shortest video (16)")
+    parser.add_argument("--max-frames", type=int, default=4096, help="longest video (4096)")
+    parser.add_argument("--size", type=int, default=56, help="frame width = height, even (56)")
+    parser.add_argument("--fps", type=float, default=4.0, help="video frame rate (4)")
+    parser.add_argument(
+        "--difficulty",
+        choices=["easy", "medium", "hard"],
+        default="medium",
+        help="scenes per video and question kinds: easy 2-5 scenes, 4 kinds; "
+        "medium 3-6, all kinds; hard 4-8, all kinds (medium)",
+    )
+    parser.add_argument(
+        "--kinds",
+        default=None,
+        help="comma-separated question kinds to use instead of the difficulty's "
+        "(first,last,after,before,count,distinct,longest,earliest)",
+    )
+    parser.add_argument(
+        "--slots",
+        type=int,
+        default=8,
+        help="scene boundaries lie on this many equal parts of each video; sampling "
+        "2*slots frames uniformly sees every scene (8)",
+    )
+    parser.add_argument("--colors", type=int, default=6, help="palette size, 4-8 (6)")
+    parser.add_argument(
+        "--questions-per-video", type=int, default=1, help="records per video, distinct kinds (1)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=min(2, os.cpu_count() or 1), help="video-writing processes"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace data already in OUT")
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    from longrl.data.synth import SynthConfig, SynthError, write_dataset
+
+    kinds = None
+    if args.kinds is not None:
+        kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
+    config = SynthConfig(
+        seed=args.seed,
+        num_sft=args.num_sft,
+        num_rl=args.num_rl,
+        num_eval=args.num_eval,
+        min_frames=args.min_frames,
+        max_frames=args.max_frames,
+        size=args.size,
+        fps=args.fps,
+        difficulty=args.difficulty,
+        slots=args.slots,
+        num_colors=args.colors,
+        questions_per_video=args.questions_per_video,
+        kinds=kinds,
+    )
+    started = time.perf_counter()
+    try:
+        manifest = write_dataset(args.out, config, workers=args.workers, overwrite=args.overwrite)
+    except SynthError as exc:
+        print(f"longrl synth: error: {exc}")
+        return 2
+    elapsed = time.perf_counter() - started
+    for split, info in manifest["splits"].items():
+        print(
+            f"{split:>5}: {info['records']} records, {info['videos']} videos, "
+            f"{info['frames']['total']} frames, {info['video_bytes'] / 1e6:.2f} MB  "
+            f"kinds {info['kinds']}  answers {info['answers']}"
+        )
+    print(f"wrote {args.out} in {elapsed:.1f}s")
+    return 0
