@@ -18,8 +18,9 @@ class DataConfig(Section):
     video_root: str | None = Field(
         None, description="Directory that relative video paths in the records are resolved against."
     )
-    prompt_key: str = Field(
-        "problem", description="Column with the question (EasyR1 records use `prompt`)."
+    prompt_key: str | None = Field(
+        None,
+        description="Question column; null accepts `problem` (LongVideo-Reason) or `prompt` (EasyR1).",
     )
     answer_key: str = Field("answer", description="Column with the ground-truth answer.")
     video_key: str | None = Field(
