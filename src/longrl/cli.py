@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tiny-model": ("tiny_model", "Build the offline tiny Qwen2.5-VL / Qwen2 checkpoint directory."),
     "inspect": ("inspect", "Show the resolved model input of one dataset record."),
     "config": ("config", "Validate a recipe with overrides and print the resolved config."),
+    "rl": ("rl", "RL training from a recipe (GRPO, DAPO, REINFORCE++, RLOO, Dr.GRPO)."),
     "quickstart": ("quickstart", "Run the end-to-end demo on the tiny model and synthetic data."),
 }
 

@@ -70,3 +70,14 @@ def test_soft_overlong_reward_uses_the_response_length_column():
         ["a", "b", "c"], response_length=[80, 90, 120], max_len=100, buffer=20
     )
     assert scores == [0.0, -0.5, -1.0]
+
+
+def test_accuracy_scores_category_problem_types_with_options_or_letter_answers():
+    # Datasets also use problem_type for the question's category ("temporal", "first").
+    scores = multiple_choice_accuracy(
+        ["<answer>B</answer>", "<answer>A</answer>", "<answer>12</answer>"],
+        answer=["B", "<answer>B</answer>", "12"],
+        options=[OPTIONS, None, None],
+        problem_type=["temporal", "first", "counting"],
+    )
+    assert scores == [1.0, 0.0, None]

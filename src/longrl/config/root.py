@@ -26,6 +26,17 @@ class RunConfig(Section):
                 f"worker.actor.global_batch_size ({mini_batch}) must divide "
                 f"data.rollout_batch_size ({rollout_batch})"
             )
+        algo = self.algorithm
+        if (
+            not algo.disable_kl
+            and not algo.use_kl_loss
+            and algo.adv_estimator != "reinforce_plus_plus"
+        ):
+            raise ValueError(
+                "KL in the reward (algorithm.use_kl_loss=false) is only defined for "
+                "adv_estimator=reinforce_plus_plus; set algorithm.use_kl_loss=true or "
+                "algorithm.disable_kl=true"
+            )
         return self
 
     @property

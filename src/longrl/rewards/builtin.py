@@ -21,6 +21,24 @@ from longrl.algos.overlong import soft_overlong_penalty
 from longrl.rewards.answer import extract_choice, gold_choice
 
 MULTIPLE_CHOICE_TYPES = frozenset({"multiple choice", "multiple_choice", "multiple-choice", "mc"})
+# problem_type values that say "not multiple choice". Any other value (datasets use
+# problem_type for the question's category too, e.g. "temporal" or "counting") is
+# scored as multiple choice when the row has options or a letter answer.
+OTHER_ANSWER_TYPES = frozenset(
+    {
+        "numerical",
+        "numeric",
+        "free-form",
+        "free_form",
+        "open-ended",
+        "open_ended",
+        "ocr",
+        "regression",
+        "math",
+        "yes/no",
+    }
+)
+_LETTER = re.compile(r"^\s*(?:<answer>)?\s*\(?[A-Za-z]\)?\s*(?:</answer>)?\s*$")
 
 
 def _column(values: Sequence[Any] | None, size: int) -> Sequence[Any]:
@@ -36,19 +54,29 @@ def multiple_choice_accuracy(
     **_: Any,
 ) -> list[float | None]:
     """1.0 if the extracted choice (rewards.answer.extract_choice) equals the ground
-    truth's letter, else 0.0. None for rows whose problem_type is set and is not
-    multiple choice (the function does not apply). A ground truth that is not a
-    choice raises ValueError for that sample (caught and counted by safe_call)."""
+    truth's letter, else 0.0. None where the function does not apply: problem_type
+    names another answer type (OTHER_ANSWER_TYPES), or the row has neither options
+    nor a letter answer and no multiple-choice problem_type. A ground truth that is
+    not a choice raises ValueError for that sample (caught and counted by safe_call)."""
     size = len(responses)
     options, problem_type = _column(options, size), _column(problem_type, size)
     scores: list[float | None] = []
     for response, gold, opts, kind in zip(responses, answer, options, problem_type, strict=True):
-        if kind is not None and str(kind).strip().lower() not in MULTIPLE_CHOICE_TYPES:
+        if not _is_multiple_choice(kind, opts, gold):
             scores.append(None)
             continue
         expected = gold_choice(gold, opts)
         scores.append(1.0 if extract_choice(response, opts) == expected else 0.0)
     return scores
+
+
+def _is_multiple_choice(kind: str | None, options: Any, gold: str) -> bool:
+    kind = None if kind is None else str(kind).strip().lower()
+    if kind in MULTIPLE_CHOICE_TYPES:
+        return True
+    if kind in OTHER_ANSWER_TYPES:
+        return False
+    return bool(options) or bool(_LETTER.match(str(gold)))
 
 
 _TAG = re.compile(r"<\s*/?\s*(?:think|answer)\s*>", re.I)

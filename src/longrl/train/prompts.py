@@ -1,0 +1,151 @@
+"""From samples to an encoded prompt batch: decode, build, encode each video once.
+
+Bad samples (a video that fails to decode, a prompt over the length limit) are
+skipped with a logged reason and counted — never replaced by another sample's
+data. The video embeddings computed here are reused by rollout and by every
+later pass of the step.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from longrl.config.data import DataConfig
+from longrl.data.sample import Sample
+from longrl.models.inputs import (
+    ModelInput,
+    VideoClip,
+    build_prompt_batch,
+    compute_video_embeds,
+    embed_inputs,
+)
+from longrl.rollout.engine import PromptBatch
+from longrl.train.policy import Policy
+
+logger = logging.getLogger("longrl.train")
+
+
+@dataclass
+class EncodedPrompts:
+    samples: list[Sample]
+    model_input: ModelInput
+    video_embeds: tuple[torch.Tensor, ...] | None  # one per distinct video, no grad
+
+
+def decode_clips(sample: Sample, data: DataConfig) -> list[VideoClip]:
+    """Sampled frames of each video of `sample` (per-record fps/num_frames win)."""
+    from longrl.video.decode import read_frames
+
+    num_frames = sample.num_frames or (None if sample.fps else data.num_frames)
+    fps = None if num_frames else (sample.fps or data.fps)
+    clips = []
+    for path in sample.videos:
+        decoded = read_frames(
+            path,
+            num_frames=num_frames,
+            fps=fps,
+            min_frames=data.min_frames,
+            max_frames=data.max_frames,
+        )
+        clips.append(VideoClip.from_decoded(decoded))
+    return clips
+
+
+def draw_decodable(
+    next_sample: Callable[[], Sample],
+    count: int,
+    data: DataConfig,
+    skipped: Counter,
+    max_attempts: int | None = None,
+) -> list[tuple[Sample, list[VideoClip]]]:
+    """The next `count` samples whose videos decode; the others are skipped and counted."""
+    from longrl.video.errors import VideoError
+
+    drawn: list[tuple[Sample, list[VideoClip]]] = []
+    attempts = 0
+    limit = max_attempts or max(10 * count, 100)
+    while len(drawn) < count:
+        attempts += 1
+        if attempts > limit:
+            raise RuntimeError(
+                f"{attempts - 1} samples drawn but only {len(drawn)} of {count} had decodable "
+                f"videos; skipped so far: {dict(skipped)}. Check the dataset's videos."
+            )
+        sample = next_sample()
+        try:
+            drawn.append((sample, decode_clips(sample, data)))
+        except VideoError as err:
+            if data.on_bad_sample == "raise":
+                raise
+            skipped["video_error"] += 1
+            logger.warning("skipping %s: %s", sample.source or sample.problem_id, err)
+    return drawn
+
+
+def encode_prompts(
+    policy: Policy,
+    drawn: Sequence[tuple[Sample, list[VideoClip]]],
+    data: DataConfig,
+    skipped: Counter,
+) -> EncodedPrompts | None:
+    """Build the prompt batch and encode each distinct video once (no grad)."""
+    kept = list(drawn)
+    while kept:
+        model_input = build_prompt_batch(
+            [sample for sample, _ in kept],
+            [clips for _, clips in kept],
+            policy.processor,
+            policy.model.config,
+            thinking=data.thinking,
+        )
+        too_long = (
+            (model_input.prompt_lengths > data.max_prompt_length).nonzero().flatten().tolist()
+        )
+        if not too_long:
+            break
+        for row in too_long:
+            sample = kept[row][0]
+            message = (
+                f"{sample.source or sample.problem_id}: prompt of {int(model_input.prompt_lengths[row])} "
+                f"tokens > data.max_prompt_length={data.max_prompt_length}"
+            )
+            if data.on_bad_sample == "raise" or not data.filter_overlong_prompts:
+                raise ValueError(
+                    message + " (lower data.max_frames / max_pixels or raise the limit)"
+                )
+            skipped["prompt_too_long"] += 1
+            logger.warning("skipping %s", message)
+        kept = [item for i, item in enumerate(kept) if i not in set(too_long)]
+    if not kept:
+        return None
+    embeds = None
+    if model_input.video_grid_thw is not None:
+        with torch.no_grad():
+            embeds = tuple(e.detach() for e in compute_video_embeds(policy.model, model_input))
+    return EncodedPrompts([s for s, _ in kept], model_input, embeds)
+
+
+def prompt_batch(
+    model: torch.nn.Module,
+    model_input: ModelInput,
+    video_embeds: Sequence[torch.Tensor] | None,
+) -> PromptBatch:
+    """The engine/log-prob input: embeddings (vision scattered) + positions, in the caller's
+    grad mode. With `video_embeds=None` and videos present, the ViT runs here."""
+    if model_input.video_grid_thw is None and model_input.image_grid_thw is None:
+        return PromptBatch(
+            attention_mask=model_input.attention_mask,
+            input_ids=model_input.input_ids,
+            position_ids=model_input.position_ids,
+        )
+    return PromptBatch(
+        attention_mask=model_input.attention_mask,
+        input_ids=model_input.input_ids,
+        inputs_embeds=embed_inputs(model, model_input, video_embeds),
+        position_ids=model_input.position_ids,
+    )
