@@ -18,7 +18,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tiny-model": ("tiny_model", "Build the offline tiny Qwen2.5-VL / Qwen2 checkpoint directory."),
     "inspect": ("inspect", "Show the resolved model input of one dataset record."),
     "config": ("config", "Validate a recipe with overrides and print the resolved config."),
+    "sft": ("sft", "Chain-of-thought SFT from a recipe."),
     "rl": ("rl", "RL training from a recipe (GRPO, DAPO, REINFORCE++, RLOO, Dr.GRPO)."),
+    "eval": ("eval", "Evaluate a model or checkpoint on a dataset (accuracy, pass@k, format)."),
+    "export": ("export", "Write a training checkpoint as a Hugging Face model directory."),
     "quickstart": ("quickstart", "Run the end-to-end demo on the tiny model and synthetic data."),
 }
 
