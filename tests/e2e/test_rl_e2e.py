@@ -160,3 +160,30 @@ def test_resume_after_kill_reaches_the_same_weights(tiny_vl_checkpoint, synth_da
     assert _comparable(read_metrics(resumed / "metrics.jsonl")) == _comparable(
         read_metrics(straight / "metrics.jsonl")
     )
+
+
+def test_trainable_vision_tower_is_updated_and_re_encoded_in_the_update(
+    tiny_vl_checkpoint, synth_data, varied_reward_file, tmp_path
+):
+    from longrl.models.load import load_model
+
+    overrides = rl_overrides(
+        tiny_vl_checkpoint,
+        synth_data,
+        tmp_path / "run",
+        **{
+            "trainer.max_steps": 1,
+            "worker.actor.model.freeze_vision_tower": "false",
+            "worker.reward.reward_function": f"{varied_reward_file}:length_parity",
+        },
+    )
+    run_dir = run_rl(load_config(None, overrides))
+    (row,) = read_metrics(run_dir / "metrics.jsonl")
+    # Rollout encodes once; the update re-encodes with gradients in each of its two
+    # micro-batches (4 sequences = 1 group each); the reference model uses its own
+    # tower (not counted here), since the policy's no longer equals it.
+    assert row["vision/encode_calls"] == 1 + 2
+    before = load_model(tiny_vl_checkpoint).state_dict()
+    after = _weights(run_dir / "checkpoints" / "step_00000001")
+    visual = [k for k in after if "visual" in k]
+    assert any(not torch.equal(before[k], after[k]) for k in visual)

@@ -78,6 +78,8 @@ class DataConfig(Section):
     def _frames_consistent(self) -> DataConfig:
         if self.min_frames > self.max_frames:
             raise ValueError(f"min_frames ({self.min_frames}) > max_frames ({self.max_frames})")
+        if self.num_frames is not None and self.num_frames > self.max_frames:
+            raise ValueError(f"num_frames ({self.num_frames}) > max_frames ({self.max_frames})")
         if self.min_pixels > self.max_pixels:
             raise ValueError(f"min_pixels ({self.min_pixels}) > max_pixels ({self.max_pixels})")
         return self

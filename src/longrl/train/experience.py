@@ -121,8 +121,13 @@ def log_probs_over_groups(
     temperature: float,
     share_prefix: bool,
     width: int,
+    reuse_video_embeds: bool,
 ) -> torch.Tensor:
-    """No-grad per-token log-probs of every response, [N, width], micro-batched by groups."""
+    """No-grad per-token log-probs of every response, [N, width], micro-batched by groups.
+
+    `reuse_video_embeds`: the groups' embeddings came from this model's vision tower
+    with its current weights; otherwise the tower runs again.
+    """
     pieces = []
     with torch.no_grad():
         for start in range(0, len(groups), groups_per_micro_batch):
@@ -131,12 +136,13 @@ def log_probs_over_groups(
                 policy.model.config,
                 policy.pad_token_id,
             )
-            pieces.append(_chunk_log_probs(model, chunk, temperature, share_prefix))
+            embeds = chunk.video_embeds if reuse_video_embeds else None
+            pieces.append(_chunk_log_probs(model, chunk, embeds, temperature, share_prefix))
     return torch.cat([_pad_to(p, width) for p in pieces])
 
 
-def _chunk_log_probs(model, chunk: GroupBatch, temperature: float, share_prefix: bool):
-    batch = prompt_batch(model, chunk.prompt, chunk.video_embeds)
+def _chunk_log_probs(model, chunk: GroupBatch, video_embeds, temperature: float, share_prefix):
+    batch = prompt_batch(model, chunk.prompt, video_embeds)
     return response_log_probs(
         model,
         batch,
@@ -172,11 +178,14 @@ def build_experience(
         width=width,
     )
     old = None
-    if needs_old_log_probs:
-        old = log_probs_over_groups(policy.model, groups, policy, **common)
+    if needs_old_log_probs:  # same weights as the rollout: its embeddings are valid
+        old = log_probs_over_groups(policy.model, groups, policy, reuse_video_embeds=True, **common)
     ref = None
     if reference is not None:
-        ref = log_probs_over_groups(reference, groups, policy, **common)
+        # A frozen policy tower still equals the reference's (both the initial weights).
+        ref = log_probs_over_groups(
+            reference, groups, policy, reuse_video_embeds=not policy.vision_trainable, **common
+        )
 
     scores = [s for g in groups for s in g.scores]
     rewards, valid = rewards_from_scores(scores)

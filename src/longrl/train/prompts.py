@@ -65,6 +65,7 @@ def draw_decodable(
 ) -> list[tuple[Sample, list[VideoClip]]]:
     """The next `count` samples whose videos decode; the others are skipped and counted."""
     from longrl.video.errors import VideoError
+    from longrl.video.sampling import SamplingError
 
     drawn: list[tuple[Sample, list[VideoClip]]] = []
     attempts = 0
@@ -79,10 +80,10 @@ def draw_decodable(
         sample = next_sample()
         try:
             drawn.append((sample, decode_clips(sample, data)))
-        except VideoError as err:
+        except (VideoError, SamplingError) as err:  # a per-record fps/num_frames can be bad too
             if data.on_bad_sample == "raise":
                 raise
-            skipped["video_error"] += 1
+            skipped["video_error" if isinstance(err, VideoError) else "bad_frame_request"] += 1
             logger.warning("skipping %s: %s", sample.source or sample.problem_id, err)
     return drawn
 
