@@ -65,7 +65,10 @@ class ActorConfig(Section):
     loss_agg_mode: Literal[
         "token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"
     ] = Field("token-mean", description="How per-token losses are averaged.")
-    padding_free: bool = Field(True, description="Pack sequences without padding tokens.")
+    padding_free: bool = Field(
+        True,
+        description="Accepted for EasyR1 scripts; no effect yet (groups share prompts instead).",
+    )
     ulysses_sequence_parallel_size: int = Field(
         1, gt=0, description="Sequence-parallel group size (Ulysses all-to-all)."
     )

@@ -95,11 +95,20 @@ def sampling_params(config: RunConfig, policy: Policy, seed: int) -> SamplingPar
 
 
 def reward_function(config: RunConfig):
-    reward = config.worker.reward
+    """Weighted built-ins + the user's function + DAPO's soft overlong penalty."""
+    reward, algo = config.worker.reward, config.algorithm
     weights = dict(reward.functions)
+    settings = {}
     if reward.reward_function:
         weights[reward.reward_function] = 1.0
-    return combine(weights, on_error=reward.on_error)
+    if algo.overlong_buffer_length > 0:
+        weights["overlong"] = 1.0
+        settings["overlong"] = {
+            "max_len": config.data.max_response_length,
+            "buffer": algo.overlong_buffer_length,
+            "penalty_factor": algo.overlong_penalty_factor,
+        }
+    return combine(weights, settings=settings, on_error=reward.on_error)
 
 
 def collect_groups(step, config, policy, engine, reward, order, skipped, timer):
@@ -143,7 +152,31 @@ def _merged_scores(scores_list):
     return RewardScores(total, per_function, errors)
 
 
+def check_supported(config: RunConfig) -> None:
+    """Refuse settings whose feature is not built yet, instead of silently ignoring them."""
+    pending = {
+        "worker.rollout.name=vllm": config.worker.rollout.name != "builtin",
+        "worker.actor.ulysses_sequence_parallel_size>1": (
+            config.worker.actor.ulysses_sequence_parallel_size > 1
+        ),
+        "data.cache_dir (embedding cache)": config.data.cache_dir is not None,
+        "trainer.nnodes>1 / n_gpus_per_node>1": (
+            config.trainer.nnodes > 1 or config.trainer.n_gpus_per_node > 1
+        ),
+        "trainer.val_freq>0 / val_before_train": (
+            config.trainer.val_freq > 0 or config.trainer.val_before_train
+        ),
+    }
+    asked = [name for name, on in pending.items() if on]
+    if asked:
+        raise NotImplementedError(
+            f"not available yet in this version of longrl: {asked}. Remove these settings "
+            "(run `longrl eval` on checkpoints for validation)."
+        )
+
+
 def run_rl(config: RunConfig) -> Path:
+    check_supported(config)
     run_dir = Path(config.trainer.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(config.trainer.seed)
