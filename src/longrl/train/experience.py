@@ -58,13 +58,9 @@ def roll_out(
 
 def score_groups(groups: Sequence[Group], policy: Policy, reward: CombinedReward) -> RewardScores:
     """Decode responses and score them in one batched reward call."""
-    stop_ids = set(policy.eos_token_ids)
     texts, columns = [], _reward_columns(groups)
     for group in groups:
-        group.texts = [
-            policy.tokenizer.decode(_strip_stop(r.tolist(), stop_ids), skip_special_tokens=False)
-            for r in group.responses
-        ]
+        group.texts = decode_responses(policy, group.responses)
         texts.extend(group.texts)
     scores = reward(texts, **columns)
     for i, group in enumerate(groups):
@@ -72,8 +68,17 @@ def score_groups(groups: Sequence[Group], policy: Policy, reward: CombinedReward
     return scores
 
 
-def _strip_stop(tokens: list[int], stop_ids: set[int]) -> list[int]:
-    return tokens[:-1] if tokens and tokens[-1] in stop_ids else tokens
+def decode_responses(policy: Policy, responses: Sequence[torch.Tensor]) -> list[str]:
+    """Response texts as rewards and eval see them: the final stop token dropped, other
+    special tokens kept (so <think>/<answer> survive even when they are added tokens)."""
+    stop_ids = set(policy.eos_token_ids)
+    texts = []
+    for tokens in responses:
+        ids = tokens.tolist()
+        if ids and ids[-1] in stop_ids:
+            ids = ids[:-1]
+        texts.append(policy.tokenizer.decode(ids, skip_special_tokens=False))
+    return texts
 
 
 def _reward_columns(groups: Sequence[Group]) -> dict[str, list[Any]]:
