@@ -18,6 +18,8 @@ import torch
 
 from longrl.algos import GroupBatchAccumulator
 from longrl.config import RunConfig, dump_config
+from longrl.config.data import DataConfig
+from longrl.config.trainer import TrainerConfig
 from longrl.rewards.combine import combine
 from longrl.rollout.engine import TorchRolloutEngine
 from longrl.rollout.sampling import SamplingParams
@@ -47,18 +49,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def load_train_samples(config: RunConfig):
+def load_train_samples(data: DataConfig):
     from longrl.data.dataset import load_dataset
 
-    if not config.data.train_files:
+    if not data.train_files:
         raise ValueError("data.train_files is not set: point it at a .jsonl/.json/.parquet file")
     samples, report = load_dataset(
-        config.data.train_files,
-        config.data.video_root,
-        on_error=config.data.on_bad_sample,
-        prompt_key=config.data.prompt_key,
-        answer_key=config.data.answer_key,
-        video_key=config.data.video_key,
+        data.train_files,
+        data.video_root,
+        on_error=data.on_bad_sample,
+        prompt_key=data.prompt_key,
+        answer_key=data.answer_key,
+        video_key=data.video_key,
     )
     logger.info(report.summary())
     return samples, report
@@ -183,7 +185,7 @@ def run_rl(config: RunConfig) -> Path:
 
     policy = load_policy(config.worker.actor.model, config.data)
     reference = load_reference(config.worker.actor.model) if config.uses_reference_model else None
-    samples, report = load_train_samples(config)
+    samples, report = load_train_samples(config.data)
     order = PromptOrder(samples, seed=config.data.seed, shuffle=config.data.shuffle)
     steps = total_steps(config, len(samples))
     actor = config.worker.actor
@@ -201,7 +203,7 @@ def run_rl(config: RunConfig) -> Path:
 
     skipped: Counter = Counter()
     start_step = 0
-    checkpoint = _checkpoint_to_resume(config, run_dir)
+    checkpoint = checkpoint_to_resume(config.trainer, run_dir)
     if checkpoint is not None:
         state = load_checkpoint(
             checkpoint, model=policy.model, optimizer=optimizer, scheduler=scheduler
@@ -246,7 +248,7 @@ def run_rl(config: RunConfig) -> Path:
             tokens = float(sum(len(r) for g in rolled for r in g.responses))
             metrics["throughput/response_tokens_per_s"] = tokens / max(metrics["time/step_s"], 1e-9)
             metrics_log.log(step, metrics)
-            if _should_save(config, step, steps):
+            if should_save(config.trainer, step, steps):
                 save_checkpoint(
                     run_dir,
                     step=step,
@@ -262,13 +264,13 @@ def run_rl(config: RunConfig) -> Path:
     return run_dir
 
 
-def _should_save(config: RunConfig, step: int, steps: int) -> bool:
-    freq = config.trainer.save_freq
+def should_save(trainer: TrainerConfig, step: int, steps: int) -> bool:
+    freq = trainer.save_freq
     return step == steps or (freq > 0 and step % freq == 0)
 
 
-def _checkpoint_to_resume(config: RunConfig, run_dir: Path) -> Path | None:
-    resume = config.trainer.resume
+def checkpoint_to_resume(trainer: TrainerConfig, run_dir: Path) -> Path | None:
+    resume = trainer.resume
     if resume == "none":
         return None
     if resume == "auto":

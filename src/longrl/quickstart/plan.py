@@ -1,0 +1,52 @@
+"""The quickstart's settings: one dataclass, two presets (full and a short CI run)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class QuickstartPlan:
+    seed: int = 0
+    # Synthetic data (longrl synth).
+    num_sft: int = 1024
+    num_rl: int = 512
+    num_eval: int = 256
+    min_frames: int = 16
+    max_frames: int = 64
+    difficulty: str = "medium"
+    # Tiny model (longrl tiny-model); keyword sizes of the builder.
+    model_sizes: dict[str, Any] = field(default_factory=dict)
+    # Frame sampling shared by every stage.
+    fps: float = 2.0
+    max_sampled_frames: int = 32
+    # SFT.
+    sft_steps: int = 300
+    sft_batch_size: int = 16
+    sft_lr: float = 1e-3
+    # RL (GRPO).
+    rl_steps: int = 60
+    rl_prompts_per_step: int = 8
+    rl_group_size: int = 8
+    rl_lr: float = 2e-5
+    rl_temperature: float = 1.0
+    max_response_length: int = 160
+    # Evaluation.
+    eval_batch_size: int = 32
+
+    def shortened(self) -> QuickstartPlan:
+        """A few steps of everything: proves each stage runs (CI), learns nothing."""
+        return replace(
+            self,
+            num_sft=16,
+            num_rl=16,
+            num_eval=8,
+            max_frames=32,
+            sft_steps=3,
+            sft_batch_size=4,
+            rl_steps=2,
+            rl_prompts_per_step=2,
+            rl_group_size=4,
+            eval_batch_size=8,
+        )
