@@ -102,6 +102,8 @@ def test_algorithm_variants_run_a_step(
     (row,) = read_metrics(run_dir / "metrics.jsonl")
     assert "reward/" + f"{varied_reward_file}:length_parity/mean" in row
     assert row["actor/grad_norm"] > 0
+    if variant.get("algorithm.use_kl_loss") == "false":
+        assert "kl" in row  # KL in the reward is still reported
     if variant.get("algorithm.online_filtering") == "true":
         assert row["batch/groups"] == 2 and row["batch/rollout_rounds"] >= 1
 

@@ -93,6 +93,10 @@ def test_combine_weights_totals_and_per_function_values():
     assert metrics["reward/accuracy/mean"] == pytest.approx(2 / 3)  # over scored samples
     assert metrics["reward/accuracy/scored_fraction"] == 0.75
     assert metrics["reward/total/mean"] == pytest.approx(3.5 / 4)
+    # population std of the scored accuracies [1, 1, 0]: sqrt(2/9)
+    assert metrics["reward/accuracy/std"] == pytest.approx((2 / 9) ** 0.5)
+    # totals [1.5, 1, 0.5, 0.5], mean 0.875: sqrt((0.390625 + 0.015625 + 0.140625 * 2) / 4)
+    assert metrics["reward/total/std"] == pytest.approx((0.6875 / 4) ** 0.5)
 
 
 def test_combine_none_everywhere_gives_none_total_and_invalid_sample(reward_file):

@@ -102,7 +102,7 @@ def combine(
 
 
 def score_metrics(scores: RewardScores, prefix: str = "reward") -> dict[str, float]:
-    """Means over scored samples, scored fractions and error counts, for logging."""
+    """Means and (population) std over scored samples, scored fractions and error counts."""
     size = len(scores.total)
     metrics: dict[str, float] = {}
     series = {"total": scores.total, **scores.per_function}
@@ -110,6 +110,9 @@ def score_metrics(scores: RewardScores, prefix: str = "reward") -> dict[str, flo
         mean = mean_of_scored(values)
         if mean is not None:
             metrics[f"{prefix}/{name}/mean"] = mean
+            scored_values = [v for v in values if v is not None]
+            variance = sum((v - mean) ** 2 for v in scored_values) / len(scored_values)
+            metrics[f"{prefix}/{name}/std"] = variance**0.5
         scored = sum(v is not None for v in values)
         metrics[f"{prefix}/{name}/scored_fraction"] = scored / size if size else 0.0
     for name, count in scores.errors.items():

@@ -195,12 +195,14 @@ def build_experience(
     scores = [s for g in groups for s in g.scores]
     rewards, valid = rewards_from_scores(scores)
     options: dict[str, Any] = {}
+    metrics: dict[str, float] = {}
     if algo.adv_estimator == "reinforce_plus_plus":
         options["gamma"] = algo.gamma
         if ref is not None and not algo.use_kl_loss:
             current = old if old is not None else _rollout_log_probs(groups, width)
             options["token_kl"] = kl_divergence(algo.kl_penalty, current, ref) * mask
             options["kl_coef"] = algo.kl_coef
+            metrics["kl"] = float(options["token_kl"].sum() / mask.sum().clamp(min=1))
     group_ids = [i for i, g in enumerate(groups) for _ in range(g.n)]
     advantages = compute_advantages(
         algo.adv_estimator, rewards, mask, group_ids, valid=valid, **options
@@ -213,6 +215,7 @@ def build_experience(
         old_log_probs=old,
         ref_log_probs=ref,
         rollout_log_probs=_rollout_log_probs(groups, width),
+        metrics=metrics,
     )
 
 
@@ -233,9 +236,8 @@ def rollout_metrics(groups: Sequence[Group], scores: RewardScores | None) -> dic
         metrics.update(score_metrics(scores))
         if "reward/total/mean" in metrics:
             metrics["reward/mean"] = metrics["reward/total/mean"]
-        totals = [s for s in scores.total if s is not None]
-        if len(totals) > 1:
-            metrics["reward/std"] = float(torch.tensor(totals).std())
+        if "reward/total/std" in metrics:
+            metrics["reward/std"] = metrics["reward/total/std"]
         if "reward/accuracy/mean" in metrics:
             metrics["accuracy"] = metrics["reward/accuracy/mean"]
     return metrics

@@ -238,6 +238,7 @@ def run_rl(config: RunConfig) -> Path:
                 update_metrics = ppo_update(policy, optimizer, scheduler, experience, config)
             metrics = {
                 **rollout_metrics(rolled, _merged_scores(scores)),
+                **experience.metrics,
                 **update_metrics,
                 **timer.metrics(),
                 **vision_counter.take(),
