@@ -10,7 +10,14 @@ from longrl.cli import main
 from longrl.commands import video as video_command
 from longrl.video import DEFAULT_MAX_FRAMES, DEFAULT_MIN_FRAMES
 
-from .video_fixtures import write_garbage_file, write_test_video
+from .video_fixtures import (
+    write_audio_only,
+    write_empty_file,
+    write_garbage_file,
+    write_test_video,
+    write_truncated_copy,
+    write_zero_frame_video,
+)
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +84,43 @@ def test_as_a_subprocess(clip, tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2
     assert f"video {missing}: no such file" in done.stderr
+
+
+CLI_CONTAINERS = ("mp4", "mkv", "webm", "avi", "mov")
+
+
+@pytest.mark.parametrize("with_audio", [False, True], ids=["silent", "audio"])
+@pytest.mark.parametrize("container", CLI_CONTAINERS)
+def test_every_container_reports_json(tmp_path, capsys, container, with_audio):
+    clip = write_test_video(
+        tmp_path / f"clip.{container}", 24, fps=8, size=(33, 17), with_audio=with_audio
+    )
+    assert main(["video", str(clip.path), "--num-frames", "4"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["sampled_frames"] == 4
+    assert report["has_audio"] is with_audio
+    assert report["duration"] == pytest.approx(3.0, abs=0.2)
+    assert (report["width"], report["height"]) == (33, 17)
+
+
+def _malformed(tmp_path, kind):
+    source = write_test_video(tmp_path / "source.mp4", 48, fps=8, size=(32, 32), gop=8)
+    return {
+        "missing": lambda: tmp_path / "missing.mp4",
+        "empty": lambda: write_empty_file(tmp_path / "empty.mp4"),
+        "garbage": lambda: write_garbage_file(tmp_path / "garbage.mkv", num_bytes=20000),
+        "truncated": lambda: write_truncated_copy(source.path, tmp_path / "cut.mp4", 0.5),
+        "audio_only": lambda: write_audio_only(tmp_path / "tone.m4a", seconds=0.5),
+        "zero_frames": lambda: write_zero_frame_video(tmp_path / "zero.avi"),
+    }[kind]()
+
+
+@pytest.mark.parametrize(
+    "kind", ["missing", "empty", "garbage", "truncated", "audio_only", "zero_frames"]
+)
+def test_every_malformed_kind_exits_2_naming_the_file(tmp_path, capsys, kind):
+    path = _malformed(tmp_path, kind)
+    assert main(["video", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"longrl video: error: video {path}: ")
