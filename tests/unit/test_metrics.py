@@ -46,3 +46,16 @@ def test_missing_optional_sink_fails_at_start_with_pip_hint(tmp_path, monkeypatc
     monkeypatch.setattr(metrics, "_installed", lambda name: False)
     with pytest.raises(RuntimeError, match="pip install wandb"):
         MetricsLogger(tmp_path, ["jsonl", "wandb"])
+
+
+def test_tensorboard_sink_writes_readable_scalars(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logger = MetricsLogger(tmp_path, ["jsonl", "tensorboard"])
+    logger.log(1, {"reward/mean": 0.25})
+    logger.log(2, {"reward/mean": 0.5})
+    logger.close()
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("reward/mean")] == [(1, 0.25), (2, 0.5)]
