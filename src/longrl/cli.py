@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("eval", "Evaluate a model or checkpoint on a dataset (accuracy, pass@k, format)."),
     "export": ("export", "Write a training checkpoint as a Hugging Face model directory."),
     "quickstart": ("quickstart", "Run the end-to-end demo on the tiny model and synthetic data."),
+    "cache": ("cache", "Encode every video of a recipe's dataset into the embedding cache."),
 }
 
 

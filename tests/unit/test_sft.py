@@ -215,5 +215,6 @@ def test_run_refuses_missing_paths_and_unbuilt_features_before_loading_anything(
     with pytest.raises(FileNotFoundError, match=re.escape("nope.jsonl: no such file")):
         run_sft(load_config(None, [out, model, missing], SftConfig))
     with pytest.raises(NotImplementedError, match=re.escape("data.cache_dir")):
-        run_sft(load_config(None, [out, model, f"data.cache_dir={tmp_path}"], SftConfig))
+        cached = [f"data.cache_dir={tmp_path}", "model.freeze_vision_tower=false"]
+        run_sft(load_config(None, [out, model, *cached], SftConfig))
     assert not (tmp_path / "run").exists()

@@ -259,3 +259,34 @@ def test_cli_writes_refuses_to_overwrite_and_handles_fractional_fps(
     assert "--overwrite" in capsys.readouterr().out
     assert cli_main([*args, "--overwrite", "--seed", "9"]) == 0
     assert len(list((tmp_path / "videos").iterdir())) == 4  # the old videos were replaced
+
+
+def color_at(scenes: list[dict], frame: int) -> str:
+    return next(s["color"] for s in scenes if s["start_frame"] <= frame < s["end_frame"])
+
+
+def test_timeline_reasoning_names_each_slot_and_changes_nothing_else() -> None:
+    timed = SynthConfig(seed=7, num_sft=48, num_rl=16, num_eval=16, max_frames=300, fps=3.0)
+    timeline = SynthConfig(**{**timed.__dict__, "reasoning": "timeline"})
+    timed_plans, timeline_plans = plan_dataset(timed), plan_dataset(timeline)
+    for split in SPLITS:
+        for old, new in zip(timed_plans[split], timeline_plans[split], strict=True):
+            assert old.scenes == new.scenes  # the style draws no random numbers
+            for record, before in zip(plan_records(new), plan_records(old), strict=True):
+                assert {k: v for k, v in record.items() if k != "reasoning"} == {
+                    k: v for k, v in before.items() if k != "reasoning"
+                }
+                assert chosen(record) == expected_answer(record)
+                reasoning = record["reasoning"]
+                listed = re.fullmatch(r"The video: ([a-z ]+)\. .*", reasoning).group(1).split()
+                bounds = slot_start_frames(record["video_frames"], timed.slots)
+                by_slot = [color_at(record["scenes"], frame) for frame in bounds[:-1]]
+                assert listed == by_slot
+                assert not re.search(r"\d\.\ds", reasoning)  # no seconds cited
+                letter = record["answer"][len("<answer>")]
+                assert reasoning.endswith(f"Therefore the answer is {letter}.")
+                if record["problem_type"] == "longest":
+                    totals = dict(re.findall(r"(\w+) (\d+)", reasoning.split("In total: ")[1]))
+                    assert {c: int(v) for c, v in totals.items()} == Counter(by_slot)
+    with pytest.raises(SynthError, match="reasoning"):
+        SynthConfig(reasoning="bogus").validate()

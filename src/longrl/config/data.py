@@ -67,7 +67,24 @@ class DataConfig(Section):
         None, gt=0, description="Pixel budget per video; lowers max_pixels for long videos."
     )
     cache_dir: str | None = Field(
-        None, description="On-disk video-embedding cache (Long-RL: data.cache_dir)."
+        None,
+        description=(
+            "On-disk video-embedding cache (Long-RL: data.cache_dir), filled by `longrl cache` "
+            "or on first use; needs a frozen vision tower. Keyed by video content, frame "
+            "sampling, preprocessing and vision weights; a hit skips decoding and the ViT."
+        ),
+    )
+    cache_memory_bytes: int = Field(
+        1 << 30,
+        ge=0,
+        description="In-memory LRU in front of data.cache_dir, in bytes of embeddings (0: off).",
+    )
+    cache_on_mismatch: Literal["raise", "recompute"] = Field(
+        "raise",
+        description=(
+            "A cache entry whose shape/dtype/grid/tokens do not fit the prompt raises, or is "
+            "re-encoded with a warning. Corrupt files are always re-encoded with a warning."
+        ),
     )
     on_bad_sample: Literal["skip", "raise"] = Field(
         "skip",

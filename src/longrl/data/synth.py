@@ -34,6 +34,7 @@ from longrl.data.synth_questions import (
     KINDS,
     LETTERS,
     NUMERIC_KINDS,
+    REASONING_STYLES,
     Question,
     attainable_numbers,
     feasible_letters,
@@ -82,6 +83,7 @@ class SynthConfig:
     num_colors: int = 6
     questions_per_video: int = 1
     kinds: tuple[str, ...] | None = None  # None: the difficulty's kinds
+    reasoning: str = "timed"  # see synth_questions.REASONING_STYLES
 
     def split_size(self, split: str) -> int:
         return {"sft": self.num_sft, "rl": self.num_rl, "eval": self.num_eval}[split]
@@ -97,6 +99,10 @@ class SynthConfig:
         if self.difficulty not in DIFFICULTY:
             raise SynthError(
                 f"difficulty must be one of {sorted(DIFFICULTY)}, got {self.difficulty!r}"
+            )
+        if self.reasoning not in REASONING_STYLES:
+            raise SynthError(
+                f"reasoning must be one of {list(REASONING_STYLES)}, got {self.reasoning!r}"
             )
         unknown = [k for k in self.resolved_kinds() if k not in KIND_LEVEL]
         if unknown or not self.resolved_kinds():
@@ -248,7 +254,7 @@ def _draw_video(
         letter = _least_used(
             feasible_letters(posed), lambda i, k=kind: balance.letters[(k, i)], rng
         )[0]
-        questions.append(finish(posed, letter, timed, rng))
+        questions.append(finish(posed, letter, timed, rng, config.reasoning))
         balance.kinds[kind] += 1
         balance.letters[(kind, letter)] += 1
         if target is not None:

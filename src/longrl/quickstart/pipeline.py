@@ -70,6 +70,8 @@ def make_data(path: Path, plan: QuickstartPlan) -> Path:
         min_frames=plan.min_frames,
         max_frames=plan.max_frames,
         difficulty=plan.difficulty,
+        kinds=plan.kinds,
+        reasoning=plan.reasoning,
     )
     write_dataset(path, config, workers=2, overwrite=path.exists())
     return path
@@ -83,14 +85,24 @@ def make_model(path: Path, plan: QuickstartPlan) -> Path:
     return build_tiny_checkpoint(path, kind="qwen2_5_vl", seed=plan.seed, **plan.model_sizes)
 
 
+def frame_sampling(plan: QuickstartPlan) -> dict[str, Any]:
+    """data.* frame sampling and pixel keys, the same for training and every eval."""
+    sampling: dict[str, Any] = {
+        "fps": plan.fps,
+        "max_frames": max(plan.max_sampled_frames, plan.num_sampled_frames or 0),
+        "min_frames": 4,
+        "max_pixels": plan.frame_pixels,
+        "min_pixels": min(28 * 28, plan.frame_pixels),
+    }
+    if plan.num_sampled_frames is not None:
+        sampling["num_frames"] = plan.num_sampled_frames
+    return sampling
+
+
 def _data_overrides(data: Path, split: str, plan: QuickstartPlan) -> dict[str, Any]:
     return {
         "data.train_files": str(data / f"{split}.jsonl"),
-        "data.fps": plan.fps,
-        "data.max_frames": plan.max_sampled_frames,
-        "data.min_frames": 4,
-        "data.max_pixels": 56 * 56,
-        "data.min_pixels": 28 * 28,
+        **{f"data.{key}": value for key, value in frame_sampling(plan).items()},
         "data.max_response_length": plan.max_response_length,
         "data.seed": plan.seed,
     }
@@ -146,8 +158,9 @@ def train_rl(out: Path, data: Path, sft_model: Path, plan: QuickstartPlan) -> Pa
         "worker.rollout.n": plan.rl_group_size,
         "worker.rollout.temperature": plan.rl_temperature,
         "algorithm.adv_estimator": "grpo",
-        "algorithm.kl_coef": 0.0,
-        "algorithm.disable_kl": "true",
+        "algorithm.kl_coef": plan.rl_kl_coef,
+        "algorithm.disable_kl": str(plan.rl_kl_coef == 0).lower(),
+        "worker.reward.functions": json.dumps(plan.rl_reward_weights),
         "trainer.output_dir": str(out / "rl"),
         "trainer.max_steps": plan.rl_steps,
         "trainer.save_freq": max(1, plan.rl_steps // 3),
@@ -175,13 +188,7 @@ def evaluate_stage(out: Path, stage: str, model_dir: Path, data: Path, plan: Qui
         batch_size=plan.eval_batch_size,
         max_new_tokens=plan.max_response_length,
         seed=plan.seed,
-        data_overrides={
-            "fps": plan.fps,
-            "max_frames": plan.max_sampled_frames,
-            "min_frames": 4,
-            "max_pixels": 56 * 56,
-            "min_pixels": 28 * 28,
-        },
+        data_overrides=frame_sampling(plan),
         progress=True,
     )
 

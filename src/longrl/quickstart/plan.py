@@ -16,11 +16,16 @@ class QuickstartPlan:
     min_frames: int = 16
     max_frames: int = 64
     difficulty: str = "medium"
+    kinds: tuple[str, ...] | None = None  # None: the difficulty's kinds
+    reasoning: str = "timed"  # synth reasoning style ("timed" or "timeline")
     # Tiny model (longrl tiny-model); keyword sizes of the builder.
     model_sizes: dict[str, Any] = field(default_factory=dict)
-    # Frame sampling shared by every stage.
+    # Frame sampling shared by every stage: `num_sampled_frames` uniformly when set,
+    # else `fps` up to `max_sampled_frames`; frames resized to `frame_pixels` pixels.
     fps: float = 2.0
     max_sampled_frames: int = 32
+    num_sampled_frames: int | None = None
+    frame_pixels: int = 56 * 56
     # SFT.
     sft_steps: int = 300
     sft_batch_size: int = 16
@@ -31,6 +36,10 @@ class QuickstartPlan:
     rl_group_size: int = 8
     rl_lr: float = 2e-5
     rl_temperature: float = 1.0
+    rl_kl_coef: float = 0.0  # 0: no KL term, no reference model
+    rl_reward_weights: dict[str, float] = field(
+        default_factory=lambda: {"accuracy": 1.0, "format": 0.5}
+    )
     max_response_length: int = 160
     # Evaluation.
     eval_batch_size: int = 32

@@ -1,10 +1,15 @@
-"""Rollout, rewards, reference/old log-probs and advantages for one RL step."""
+"""Rollout, rewards, reference/old log-probs and advantages for one RL step.
+
+Under data parallelism each replica builds the experience of its own groups;
+advantages are computed over the global batch (REINFORCE++ whitens over every
+replica's tokens) and metrics are reduced over the replicas.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -18,6 +23,9 @@ from longrl.train.groups import Group, GroupBatch, batch_groups, padded, split_g
 from longrl.train.logprobs import response_log_probs
 from longrl.train.policy import Policy
 from longrl.train.prompts import EncodedPrompts, prompt_batch
+
+if TYPE_CHECKING:
+    from longrl.train.distributed import TrainerParallel
 
 
 @dataclass
@@ -141,15 +149,26 @@ def log_probs_over_groups(
                 policy.model.config,
                 policy.pad_token_id,
             )
-            embeds = chunk.video_embeds if reuse_video_embeds else None
-            pieces.append(_chunk_log_probs(model, chunk, embeds, temperature, share_prefix))
+            cached = chunk.video_embeds if reuse_video_embeds else None
+            embeds = video_embeds_for(policy, model, chunk.prompt, cached)
+            pieces.append(_chunk_log_probs(policy, model, chunk, embeds, temperature, share_prefix))
     return torch.cat([_pad_to(p, width) for p in pieces])
 
 
-def _chunk_log_probs(model, chunk: GroupBatch, video_embeds, temperature: float, share_prefix):
+def video_embeds_for(policy: Policy, model: torch.nn.Module, prompt, cached):
+    """`cached` if given, else `model`'s vision tower on the prompt's videos (frames split
+    over the policy's sequence-parallel group, in the caller's grad mode); None without video."""
+    if prompt.video_grid_thw is None or cached is not None:
+        return cached
+    return policy.encode_videos(prompt, model=model)
+
+
+def _chunk_log_probs(
+    policy: Policy, model, chunk: GroupBatch, video_embeds, temperature: float, share_prefix
+):
     batch = prompt_batch(model, chunk.prompt, video_embeds)
     return response_log_probs(
-        model,
+        policy.language_model(model),
         batch,
         chunk.response_ids,
         chunk.response_mask,
@@ -170,6 +189,7 @@ def build_experience(
     config: RunConfig,
     *,
     needs_old_log_probs: bool,
+    parallel: TrainerParallel | None = None,
 ) -> Experience:
     actor, algo = config.worker.actor, config.algorithm
     full = batch_groups(groups, policy.model.config, policy.pad_token_id)
@@ -202,11 +222,16 @@ def build_experience(
             current = old if old is not None else _rollout_log_probs(groups, width)
             options["token_kl"] = kl_divergence(algo.kl_penalty, current, ref) * mask
             options["kl_coef"] = algo.kl_coef
-            metrics["kl"] = float(options["token_kl"].sum() / mask.sum().clamp(min=1))
+            metrics["kl"] = _mean_over_replicas(options["token_kl"].sum(), mask.sum(), parallel)
     group_ids = [i for i, g in enumerate(groups) for _ in range(g.n)]
-    advantages = compute_advantages(
-        algo.adv_estimator, rewards, mask, group_ids, valid=valid, **options
-    )
+    if parallel is None or parallel.dp == 1:
+        advantages = compute_advantages(
+            algo.adv_estimator, rewards, mask, group_ids, valid=valid, **options
+        )
+    else:
+        advantages = global_advantages(
+            algo.adv_estimator, rewards, valid, mask, n, options, parallel
+        )
     return Experience(
         groups=groups,
         response_mask=mask,
@@ -219,21 +244,95 @@ def build_experience(
     )
 
 
+def _mean_over_replicas(total: torch.Tensor, count: torch.Tensor, parallel) -> float:
+    if parallel is None or parallel.dp == 1:
+        return float(total / count.clamp(min=1))
+    summed = parallel.sum_over_dp(torch.stack([total.double(), count.double()]))
+    return float(summed[0] / summed[1].clamp(min=1))
+
+
+def global_advantages(
+    estimator: str,
+    rewards: torch.Tensor,
+    valid: torch.Tensor,
+    mask: torch.Tensor,
+    n: int,
+    options: dict[str, Any],
+    parallel: TrainerParallel,
+) -> torch.Tensor:
+    """Advantages of this replica's rows, computed over every replica's rows.
+
+    Group estimators give the same numbers locally (a group lives on one replica);
+    batch estimators (REINFORCE++ whitening) need every token of the global batch.
+    The rows are small (rewards, masks, per-token KL), so they are all gathered and
+    every rank runs the estimator on the whole batch, then keeps its own rows.
+    """
+    widths = parallel.gather_json([int(mask.shape[0]), int(mask.shape[1])], over="dp")
+    width = max(w for _, w in widths)
+    start = sum(rows for rows, _ in widths[: parallel.dp_rank])
+
+    def gathered(tensor: torch.Tensor) -> torch.Tensor:
+        if tensor.dim() == 2:
+            tensor = _pad_to(tensor, width)
+        return parallel.gather_rows(tensor.contiguous())
+
+    options = dict(options)
+    if "token_kl" in options:
+        options["token_kl"] = gathered(options["token_kl"].float())
+    offsets = [sum(rows for rows, _ in widths[:r]) // n for r in range(len(widths))]
+    group_ids = [offsets[r] + i // n for r, (rows, _) in enumerate(widths) for i in range(rows)]
+    everything = compute_advantages(
+        estimator,
+        gathered(rewards.float()),
+        gathered(mask.long()),
+        group_ids,
+        valid=gathered(valid),
+        **options,
+    )
+    return everything[start : start + mask.shape[0], : mask.shape[1]]
+
+
 def _rollout_log_probs(groups: Sequence[Group], width: int) -> torch.Tensor:
     return padded([lp for g in groups for lp in g.rollout_log_probs], width)
 
 
+def rollout_stats(groups: Sequence[Group], scores: RewardScores | None) -> dict[str, Any]:
+    """What the rollout metrics are computed from, as plain JSON-able lists."""
+    stats: dict[str, Any] = {
+        "lengths": [len(r) for g in groups for r in g.responses],
+        "finished": [bool(f) for g in groups for f in g.finished],
+    }
+    if scores is not None:
+        stats["scores"] = {
+            "total": list(scores.total),
+            "per_function": {k: list(v) for k, v in scores.per_function.items()},
+            "errors": dict(scores.errors),
+        }
+    return stats
+
+
 def rollout_metrics(groups: Sequence[Group], scores: RewardScores | None) -> dict[str, float]:
-    lengths = torch.tensor([len(r) for g in groups for r in g.responses], dtype=torch.float)
-    finished = torch.tensor([f for g in groups for f in g.finished], dtype=torch.float)
+    return metrics_from_stats([rollout_stats(groups, scores)])
+
+
+def rollout_metrics_over(
+    groups: Sequence[Group], scores: RewardScores | None, parallel: TrainerParallel
+) -> dict[str, float]:
+    """Rollout metrics over every data-parallel replica's responses."""
+    return metrics_from_stats(parallel.gather_json(rollout_stats(groups, scores), over="dp"))
+
+
+def metrics_from_stats(parts: Sequence[dict[str, Any]]) -> dict[str, float]:
+    lengths = torch.tensor([v for p in parts for v in p["lengths"]], dtype=torch.float)
+    finished = torch.tensor([f for p in parts for f in p["finished"]], dtype=torch.float)
     metrics = {
         "response_length/mean": float(lengths.mean()),
         "response_length/max": float(lengths.max()),
         "response_length/min": float(lengths.min()),
         "response/clip_ratio": float(1.0 - finished.mean()),
     }
-    if scores is not None:
-        metrics.update(score_metrics(scores))
+    if all("scores" in p for p in parts):
+        metrics.update(score_metrics(_joined_scores([p["scores"] for p in parts])))
         if "reward/total/mean" in metrics:
             metrics["reward/mean"] = metrics["reward/total/mean"]
         if "reward/total/std" in metrics:
@@ -241,3 +340,12 @@ def rollout_metrics(groups: Sequence[Group], scores: RewardScores | None) -> dic
         if "reward/accuracy/mean" in metrics:
             metrics["accuracy"] = metrics["reward/accuracy/mean"]
     return metrics
+
+
+def _joined_scores(parts: Sequence[dict[str, Any]]) -> RewardScores:
+    names = list(parts[0]["per_function"])
+    return RewardScores(
+        total=[v for p in parts for v in p["total"]],
+        per_function={name: [v for p in parts for v in p["per_function"][name]] for name in names},
+        errors={name: sum(p["errors"][name] for p in parts) for name in names},
+    )

@@ -68,7 +68,7 @@ def split_groups(
                 prompt_ids=ids,
                 video_grid_thw=prompt.video_grid_thw[index] if videos else None,
                 second_per_grid_ts=prompt.second_per_grid_ts[index] if videos else None,
-                video_pixels=tuple(pixels[v] for v in videos),
+                video_pixels=tuple(pixels[v] for v in videos) if pixels else (),
                 video_embeds=tuple(video_embeds[v].detach() for v in videos)
                 if video_embeds is not None and videos
                 else (),

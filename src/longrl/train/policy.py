@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -10,6 +10,9 @@ import torch
 from longrl.config.data import DataConfig
 from longrl.config.worker import ModelConfig
 from longrl.models.inputs import is_mrope_model
+from longrl.parallel.sequence import group_size
+from longrl.parallel.sp_model import SequenceParallelLM
+from longrl.vision.encode import encode_videos
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -20,6 +23,32 @@ class Policy:
     processor: Any  # a Qwen-VL processor, or a tokenizer for text-only models
     pad_token_id: int
     eos_token_ids: tuple[int, ...]
+    # Sequence-parallel group (None: one rank): LM forwards are sharded over it and
+    # each rank's vision tower encodes only its share of the frames.
+    sp_group: Any = None
+    gather_chunks: int = 1  # steps of the embedding all-gather (bounded memory)
+    _sequence_parallel: dict[int, torch.nn.Module] = field(default_factory=dict, repr=False)
+
+    def language_model(self, model: torch.nn.Module | None = None) -> torch.nn.Module:
+        """What LM forwards call: `model` (default the policy) itself, or wrapped in
+        `SequenceParallelLM` over `sp_group` (one wrapper per model, reused)."""
+        model = self.model if model is None else model
+        if group_size(self.sp_group) == 1:
+            return model
+        if id(model) not in self._sequence_parallel:
+            self._sequence_parallel[id(model)] = SequenceParallelLM(model, self.sp_group)
+        return self._sequence_parallel[id(model)]
+
+    def encode_videos(self, model_input, model: torch.nn.Module | None = None):
+        """Embeddings of each distinct video of `model_input` by `model`'s (default the
+        policy's) vision tower, frames split across `sp_group`; grad mode is the caller's."""
+        return encode_videos(
+            self.model if model is None else model,
+            model_input.pixel_values_videos,
+            model_input.video_grid_thw,
+            self.sp_group,
+            num_chunks=self.gather_chunks,
+        )
 
     @property
     def tokenizer(self):

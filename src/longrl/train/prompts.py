@@ -21,7 +21,6 @@ from longrl.models.inputs import (
     ModelInput,
     VideoClip,
     build_prompt_batch,
-    compute_video_embeds,
     embed_inputs,
 )
 from longrl.rollout.engine import PromptBatch
@@ -40,20 +39,22 @@ class EncodedPrompts:
 def decode_clips(sample: Sample, data: DataConfig) -> list[VideoClip]:
     """Sampled frames of each video of `sample` (per-record fps/num_frames win)."""
     from longrl.video.decode import read_frames
+    from longrl.vision.keys import effective_sampling
 
-    num_frames = sample.num_frames or (None if sample.fps else data.num_frames)
-    fps = None if num_frames else (sample.fps or data.fps)
-    clips = []
-    for path in sample.videos:
-        decoded = read_frames(
-            path,
-            num_frames=num_frames,
-            fps=fps,
-            min_frames=data.min_frames,
-            max_frames=data.max_frames,
-        )
-        clips.append(VideoClip.from_decoded(decoded))
-    return clips
+    sampling = effective_sampling(sample, data)
+    return [
+        VideoClip.from_decoded(read_frames(path, **sampling.read_frames_kwargs()))
+        for path in sample.videos
+    ]
+
+
+def video_clips(sample: Sample, data: DataConfig) -> list:
+    """Decoded clips; with data.cache_dir, keyed clips whose cache hits are not decoded."""
+    if data.cache_dir is None:
+        return decode_clips(sample, data)
+    from longrl.vision.clips import keyed_clips
+
+    return keyed_clips(sample, data)
 
 
 def draw_decodable(
@@ -79,7 +80,7 @@ def draw_decodable(
             )
         sample = next_sample()
         try:
-            drawn.append((sample, decode_clips(sample, data)))
+            drawn.append((sample, video_clips(sample, data)))
         except (VideoError, SamplingError) as err:  # a per-record fps/num_frames can be bad too
             if data.on_bad_sample == "raise":
                 raise
@@ -94,16 +95,18 @@ def encode_prompts(
     data: DataConfig,
     skipped: Counter,
 ) -> EncodedPrompts | None:
-    """Build the prompt batch and encode each distinct video once (no grad)."""
+    """Build the prompt batch and encode each distinct video once (no grad), through the
+    embedding cache when data.cache_dir is set."""
     kept = list(drawn)
+    cached = _cached_encoder(policy, data) if data.cache_dir is not None else None
     while kept:
-        model_input = build_prompt_batch(
-            [sample for sample, _ in kept],
-            [clips for _, clips in kept],
-            policy.processor,
-            policy.model.config,
-            thinking=data.thinking,
-        )
+        samples, clips = [sample for sample, _ in kept], [clips for _, clips in kept]
+        if cached is not None:
+            model_input = cached.build(samples, clips, thinking=data.thinking)
+        else:
+            model_input = build_prompt_batch(
+                samples, clips, policy.processor, policy.model.config, thinking=data.thinking
+            )
         too_long = (
             (model_input.prompt_lengths > data.max_prompt_length).nonzero().flatten().tolist()
         )
@@ -127,8 +130,26 @@ def encode_prompts(
     embeds = None
     if model_input.video_grid_thw is not None:
         with torch.no_grad():
-            embeds = tuple(e.detach() for e in compute_video_embeds(policy.model, model_input))
+            if cached is not None:
+                embeds = cached.embeddings(model_input, [c for _, row in kept for c in row])
+            else:
+                embeds = tuple(e.detach() for e in policy.encode_videos(model_input))
     return EncodedPrompts([s for s, _ in kept], model_input, embeds)
+
+
+def _cached_encoder(policy: Policy, data: DataConfig):
+    from longrl.vision.cache import cache_for
+    from longrl.vision.cached_encoder import CachedVideoEncoder
+
+    cache = cache_for(
+        policy.model,
+        data.cache_dir,
+        memory_bytes=data.cache_memory_bytes,
+        on_mismatch=data.cache_on_mismatch,
+    )
+    return CachedVideoEncoder(
+        policy.model, policy.processor, cache, encode=policy.encode_videos, group=policy.sp_group
+    )
 
 
 def prompt_batch(

@@ -182,7 +182,9 @@ def run_sft(config: SftConfig) -> Path:
 def check_sft_supported(config: SftConfig) -> None:
     """Refuse settings whose feature SFT does not have yet, instead of ignoring them."""
     pending = {
-        "data.cache_dir (embedding cache)": config.data.cache_dir is not None,
+        "data.cache_dir with a trainable vision tower (cached embeddings need a frozen ViT)": (
+            config.data.cache_dir is not None and not config.model.freeze_vision_tower
+        ),
         "trainer.nnodes>1 / n_gpus_per_node>1": (
             config.trainer.nnodes > 1 or config.trainer.n_gpus_per_node > 1
         ),

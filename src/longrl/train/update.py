@@ -4,25 +4,38 @@ Each mini-batch of `worker.actor.global_batch_size` prompts is one optimizer
 step; it is split into micro-batches of whole groups (gradient accumulation),
 each run with the prefix-shared forward. Losses are normalised by the
 mini-batch's token (or sequence) count, so accumulation equals one big batch.
+
+Data parallel: each replica holds global_batch_size / dp prompts of every
+mini-batch; the normaliser is the count over all replicas and gradients are
+summed over every rank (which also completes the sequence-parallel partial
+gradients), so dp replicas step exactly like one process on the whole batch.
+All ranks run the same number of optimizer steps: a mini-batch empty on every
+replica is skipped everywhere, one empty on some replicas only contributes zeros.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 import torch
 
 from longrl.algos import aggregate_loss, ppo_clip_loss
 from longrl.algos.kl import kl_divergence
 from longrl.config.root import RunConfig
-from longrl.train.experience import Experience
+from longrl.train.experience import Experience, video_embeds_for
 from longrl.train.groups import batch_groups
 from longrl.train.logprobs import response_log_probs
 from longrl.train.policy import Policy
 from longrl.train.prompts import prompt_batch
 
+if TYPE_CHECKING:
+    from longrl.train.distributed import TrainerParallel
+
 # Micro-batch losses are already divided by the mini-batch count: they add up.
 _SUMMED_OVER_MICRO_BATCHES = ("loss", "actor/pg_loss")
+# Equal on every rank (computed after the gradient reduction): not reduced.
+_REPLICATED = ("actor/grad_norm", "actor/lr")
 
 
 def loss_normalizer(mask: torch.Tensor, mode: str) -> float:
@@ -38,22 +51,31 @@ def ppo_update(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     experience: Experience,
     config: RunConfig,
+    parallel: TrainerParallel | None = None,
 ) -> dict[str, float]:
     actor, algo = config.worker.actor, config.algorithm
     model, n = policy.model, experience.n
+    dp = 1 if parallel is None else parallel.dp
     model.train()
     use_kl_loss = experience.ref_log_probs is not None and algo.use_kl_loss
     loss_mask = experience.response_mask * experience.valid[:, None].long()
     groups = experience.groups
     groups_per_micro = max(1, actor.micro_batch_size_per_device_for_update // n)
+    part = actor.global_batch_size // dp  # this replica's groups per mini-batch
+    mini_batches = config.data.rollout_batch_size // actor.global_batch_size
     sums: dict[str, float] = defaultdict(float)
     weights: dict[str, float] = defaultdict(float)
 
     for _epoch in range(actor.ppo_epochs):
-        for mini_start in range(0, len(groups), actor.global_batch_size):
-            mini_end = min(mini_start + actor.global_batch_size, len(groups))
+        for mini in range(mini_batches):
+            mini_start = min(mini * part, len(groups))
+            mini_end = min(mini_start + part, len(groups))
             rows = slice(mini_start * n, mini_end * n)
-            normalizer = max(1.0, loss_normalizer(loss_mask[rows], actor.loss_agg_mode))
+            local = [loss_normalizer(loss_mask[rows], actor.loss_agg_mode), mini_end - mini_start]
+            normalizer, global_groups = _summed(local, parallel)
+            if global_groups == 0:
+                continue  # past the end of a shrunk batch on every replica
+            normalizer = max(1.0, normalizer)
             for start in range(mini_start, mini_end, groups_per_micro):
                 end = min(start + groups_per_micro, mini_end)
                 stats = _micro_batch_backward(
@@ -67,6 +89,8 @@ def ppo_update(
                         weights[key] += weight
             for key in _SUMMED_OVER_MICRO_BATCHES:
                 weights[key] += 1  # mean over mini-batches of the mini-batch loss
+            if parallel is not None:
+                parallel.sum_gradients(model)
             grad_norm = torch.nn.utils.clip_grad_norm_(
                 [p for p in model.parameters() if p.requires_grad], actor.max_grad_norm
             )
@@ -78,7 +102,33 @@ def ppo_update(
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
     model.eval()
+    if dp > 1:
+        _reduce_over_replicas(sums, weights, parallel)
     return {key: sums[key] / weights[key] for key in sums if weights[key] > 0}
+
+
+def _summed(values: list[float], parallel) -> list[float]:
+    if parallel is None or parallel.dp == 1:
+        return values
+    return parallel.sum_over_dp(torch.tensor(values, dtype=torch.float64)).tolist()
+
+
+def _reduce_over_replicas(sums: dict, weights: dict, parallel: TrainerParallel) -> None:
+    """Global metrics: losses summed over replicas (each is its share of the mini-batch
+    loss), token-weighted means pooled; grad norm and lr are already equal everywhere."""
+    keys = sorted(sums)
+    everyone = parallel.gather_json(keys, over="dp")
+    if any(theirs != keys for theirs in everyone):
+        raise RuntimeError(f"update metrics differ between replicas: {everyone}")
+    reduced = parallel.sum_over_dp(
+        torch.tensor([sums[k] for k in keys] + [weights[k] for k in keys], dtype=torch.float64)
+    ).tolist()
+    for i, key in enumerate(keys):
+        if key in _REPLICATED:
+            continue
+        sums[key] = reduced[i]
+        if key not in _SUMMED_OVER_MICRO_BATCHES:
+            weights[key] = reduced[len(keys) + i]
 
 
 def _micro_batch_backward(
@@ -97,10 +147,12 @@ def _micro_batch_backward(
     width = chunk.response_ids.shape[1]
     rows = slice(start * n, end * n)
     mask = loss_mask[rows, :width]
-    reuse_embeds = None if policy.vision_trainable else chunk.video_embeds
-    batch = prompt_batch(model, chunk.prompt, reuse_embeds)
+    cached = None if policy.vision_trainable else chunk.video_embeds
+    # A trainable tower encodes here, with gradients (frames split over the SP group).
+    embeds = video_embeds_for(policy, model, chunk.prompt, cached)
+    batch = prompt_batch(model, chunk.prompt, embeds)
     current = response_log_probs(
-        model,
+        policy.language_model(),
         batch,
         chunk.response_ids,
         chunk.response_mask,

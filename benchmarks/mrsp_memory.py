@@ -1,0 +1,158 @@
+"""Peak memory and time of one RL step on one long video at several sequence-parallel sizes.
+
+    python benchmarks/mrsp_memory.py --frames 1024 --sp 1 2 4 --out runs/bench_mrsp
+
+Builds a tiny Qwen2.5-VL checkpoint (language-model width `--hidden`), a single
+`--frames`-frame 112x112 video (8 video tokens per frame) and a one-record dataset,
+then runs `longrl rl` for one step (rollout n=2, old log-probs, update) under torchrun
+with sp = world size, and prints, per sp: the peak resident memory of the busiest
+rank, the frames its vision tower encoded, and the step time. Runs are sequential;
+on a small machine every process shares the same cores, so compare memory across
+sp sizes and treat times as indicative only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SIZE = 112  # pixels per side; at max_pixels 112*112 a frame pair is 8x8 patches -> 16 tokens
+# Runs the command in a fresh process and prints the largest peak RSS (KiB, Linux) of any
+# single descendant it waited for: torchrun waits for its workers, so this is the busiest
+# rank (the agent itself is smaller).
+_PEAK_OF_DESCENDANTS = (
+    "import resource, subprocess, sys; "
+    "code = subprocess.call(sys.argv[1:]); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); "
+    "sys.exit(code)"
+)
+
+
+def build_inputs(out: Path, frames: int, hidden: int, layers: int) -> tuple[Path, Path]:
+    from longrl.data.synth_scenes import PALETTE, TimedScene
+    from longrl.data.synth_video import write_scene_video
+    from longrl.models.tiny import build_tiny_checkpoint
+
+    model = out / f"model_h{hidden}_l{layers}"
+    if not (model / "config.json").exists():
+        build_tiny_checkpoint(
+            model,
+            kind="qwen2_5_vl",
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            intermediate_size=hidden * 2,
+        )
+    data = out / f"data_{frames}"
+    video = data / "long.mp4"
+    if not video.exists():
+        data.mkdir(parents=True, exist_ok=True)
+        colors = list(PALETTE)
+        per_scene = max(1, frames // 8)
+        scenes = [
+            TimedScene(colors[i % len(colors)], 1, start, min(start + per_scene, frames), 0, 0)
+            for i, start in enumerate(range(0, frames, per_scene))
+        ]
+        write_scene_video(video, scenes, frames, fps=30.0, size=SIZE)
+        record = {
+            "problem_id": "bench-0",
+            "problem": "Which color comes first?\nA. red\nB. green\nC. blue\nD. yellow",
+            "answer": "<answer>A</answer>",
+            "problem_type": "first",
+            "data_type": "video",
+            "videos": [str(video)],
+        }
+        (data / "rl.jsonl").write_text(json.dumps(record) + "\n")
+    return model, data / "rl.jsonl"
+
+
+def run_step(model: Path, records: Path, frames: int, sp: int, out: Path) -> dict[str, float]:
+    run_dir = out / f"run_f{frames}_sp{sp}"
+    args = {
+        "worker.actor.model.model_path": model,
+        "data.train_files": records,
+        "data.num_frames": frames,
+        "data.max_frames": frames,
+        "data.min_pixels": SIZE * SIZE,
+        "data.max_pixels": SIZE * SIZE,
+        "data.max_prompt_length": frames * 8 + 1024,
+        "data.max_response_length": 8,
+        "data.rollout_batch_size": 1,
+        "worker.actor.global_batch_size": 1,
+        "worker.actor.micro_batch_size_per_device_for_update": 2,
+        "worker.rollout.n": 2,
+        "worker.actor.ppo_epochs": 2,  # old log-probs pass too
+        "worker.actor.ulysses_sequence_parallel_size": sp,
+        "algorithm.disable_kl": "true",
+        "trainer.max_steps": 1,
+        "trainer.resume": "none",
+        "trainer.output_dir": run_dir,
+        "trainer.logger": "[jsonl]",
+        "trainer.collective_timeout_s": 3600,
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={sp}",
+        "-m",
+        "longrl.cli",
+        "rl",
+        *[f"{k}={v}" for k, v in args.items()],
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK_OF_DESCENDANTS, *command],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"sp={sp} failed:\n{done.stderr[-4000:]}")
+    peak_kib = int(done.stdout.strip().splitlines()[-1])
+    (row,) = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {
+        "peak_rss_mib": peak_kib / 1024,
+        "frames_per_rank": row["vision/frames_per_rank_max"],
+        "frames": row["vision/frames_encoded"],
+        "step_s": row["time/step_s"],
+        "wall_s": wall,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, nargs="+", default=[1024])
+    parser.add_argument("--sp", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--hidden", type=int, default=256, help="language-model width")
+    parser.add_argument("--layers", type=int, default=2, help="language-model layers")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench_mrsp"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    print(
+        "| frames | video tokens | sp | peak RSS, busiest rank (MiB) | frames encoded by it | "
+        "step (s) |"
+    )
+    print("| --- | --- | --- | --- | --- | --- |")
+    for frames in args.frames:
+        model, records = build_inputs(args.out, frames, args.hidden, args.layers)
+        for sp in args.sp:
+            result = run_step(model, records, frames, sp, args.out)
+            print(
+                f"| {frames} | {frames * 8} | {sp} | {result['peak_rss_mib']:.0f} | "
+                f"{result['frames_per_rank']:.0f} of {result['frames']:.0f} | "
+                f"{result['step_s']:.1f} |",
+                flush=True,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
