@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(f"longrl.commands.{COMMANDS[name][0]}")
     parser = argparse.ArgumentParser(prog=f"longrl {name}", description=COMMANDS[name][1])
     module.add_arguments(parser)
-    args = parser.parse_args(rest)
+    args = parser.parse_intermixed_args(rest)  # options may sit between overrides
     return int(module.run(args) or 0)
 
 
