@@ -181,3 +181,13 @@ def test_docs_config_reference_is_up_to_date():
     assert docs.read_text() == config_reference(RunConfig), (
         "docs/config.md is stale: run `longrl config --reference > docs/config.md`"
     )
+
+
+def test_options_may_sit_between_overrides(capsys):
+    from longrl.cli import main
+
+    recipe = "configs/tiny_grpo.yaml"
+    root = __import__("pathlib").Path(__file__).resolve().parents[2]
+    code = main(["rl", str(root / recipe), "--print-config", "worker.rollout.n=3"])
+    assert code == 0
+    assert "  n: 3" in capsys.readouterr().out
