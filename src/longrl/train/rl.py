@@ -46,6 +46,7 @@ from longrl.train.optim import build_optimizer, build_scheduler
 from longrl.train.policy import Policy, load_policy, load_reference, vision_tower
 from longrl.train.prompts import draw_decodable, encode_prompts
 from longrl.train.timing import PhaseTimer, VisionCounter
+from longrl.train.unsupported import frozen_vision_for_cache, refuse_unbuilt
 from longrl.train.update import ppo_update
 from longrl.vision.encode import FrameCounter
 
@@ -193,20 +194,14 @@ def _merged_scores(scores_list):
 
 def check_supported(config: RunConfig) -> None:
     """Refuse settings whose feature is not built yet, instead of silently ignoring them."""
+    actor_model = config.worker.actor.model
     pending = {
-        "data.cache_dir with a trainable vision tower (cached embeddings need a frozen ViT)": (
-            config.data.cache_dir is not None and not config.worker.actor.model.freeze_vision_tower
-        ),
+        **frozen_vision_for_cache(config.data.cache_dir, actor_model.freeze_vision_tower),
         "trainer.val_freq>0 / val_before_train": (
             config.trainer.val_freq > 0 or config.trainer.val_before_train
         ),
     }
-    asked = [name for name, on in pending.items() if on]
-    if asked:
-        raise NotImplementedError(
-            f"not available yet in this version of longrl: {asked}. Remove these settings "
-            "(run `longrl eval` on checkpoints for validation)."
-        )
+    refuse_unbuilt(pending, "longrl rl")
 
 
 def run_rl(config: RunConfig) -> Path:

@@ -36,6 +36,7 @@ from longrl.train.sft_data import draw_step_batch, select_trainable
 from longrl.train.sft_forward import micro_batch_input, target_logits
 from longrl.train.sft_loss import length_buckets, token_cross_entropy
 from longrl.train.timing import PhaseTimer, VisionCounter
+from longrl.train.unsupported import frozen_vision_for_cache, refuse_unbuilt
 
 logger = logging.getLogger("longrl.train")
 
@@ -182,9 +183,7 @@ def run_sft(config: SftConfig) -> Path:
 def check_sft_supported(config: SftConfig) -> None:
     """Refuse settings whose feature SFT does not have yet, instead of ignoring them."""
     pending = {
-        "data.cache_dir with a trainable vision tower (cached embeddings need a frozen ViT)": (
-            config.data.cache_dir is not None and not config.model.freeze_vision_tower
-        ),
+        **frozen_vision_for_cache(config.data.cache_dir, config.model.freeze_vision_tower),
         "trainer.nnodes>1 / n_gpus_per_node>1": (
             config.trainer.nnodes > 1 or config.trainer.n_gpus_per_node > 1
         ),
@@ -192,12 +191,7 @@ def check_sft_supported(config: SftConfig) -> None:
             config.trainer.val_freq > 0 or config.trainer.val_before_train
         ),
     }
-    asked = [name for name, on in pending.items() if on]
-    if asked:
-        raise NotImplementedError(
-            f"not available in `longrl sft` yet: {asked}. Remove these settings "
-            "(run `longrl eval` on checkpoints for validation)."
-        )
+    refuse_unbuilt(pending, "longrl sft")
 
 
 def _check_paths(config: SftConfig) -> None:
