@@ -33,6 +33,7 @@ from longrl.data.synth_scenes import (
     place_scenes,
     slot_start_frames,
 )
+from longrl.rewards.answer import gold_choice
 
 SMALL = SynthConfig(
     seed=3, num_sft=16, num_rl=8, num_eval=8, min_frames=16, max_frames=40, size=32, fps=4.0
@@ -284,9 +285,36 @@ def test_timeline_reasoning_names_each_slot_and_changes_nothing_else() -> None:
                 assert listed == by_slot
                 assert not re.search(r"\d\.\ds", reasoning)  # no seconds cited
                 letter = record["answer"][len("<answer>")]
-                assert reasoning.endswith(f"Therefore the answer is {letter}.")
+                # The option text right before its letter.
+                assert reasoning.endswith(f"Therefore the answer is {chosen(record)} {letter}.")
                 if record["problem_type"] == "longest":
                     totals = dict(re.findall(r"(\w+) (\d+)", reasoning.split("In total: ")[1]))
                     assert {c: int(v) for c, v in totals.items()} == Counter(by_slot)
     with pytest.raises(SynthError, match="reasoning"):
         SynthConfig(reasoning="bogus").validate()
+
+
+def test_text_answers_change_only_the_sft_targets() -> None:
+    letters = SynthConfig(seed=5, num_sft=40, num_rl=16, num_eval=16, reasoning="timeline")
+    texts = SynthConfig(**{**letters.__dict__, "sft_answer": "text"})
+    letter_plans, text_plans = plan_dataset(letters), plan_dataset(texts)
+    for split in ("rl", "eval"):  # the scored splits are identical, record for record
+        assert [plan_records(p) for p in text_plans[split]] == [
+            plan_records(p) for p in letter_plans[split]
+        ]
+    for old, new in zip(letter_plans["sft"], text_plans["sft"], strict=True):
+        for record, before in zip(plan_records(new), plan_records(old), strict=True):
+            assert {k: v for k, v in record.items() if k not in ("answer", "reasoning")} == {
+                k: v for k, v in before.items() if k not in ("answer", "reasoning")
+            }
+            text = chosen(before)  # the option text of the gold letter
+            assert record["answer"] == f"<answer>{text}</answer>"
+            # The shared extractor maps the text answer to the gold letter.
+            assert gold_choice(record["answer"], record["options"]) == before["answer"][8]
+            assert record["reasoning"].endswith(f"Therefore the answer is {text}.")
+            assert (
+                record["reasoning"].rsplit(" Therefore", 1)[0]
+                == (before["reasoning"].rsplit(" Therefore", 1)[0])
+            )
+    with pytest.raises(SynthError, match="sft_answer"):
+        SynthConfig(sft_answer="bogus").validate()

@@ -42,6 +42,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--questions-per-video", type=int, default=1, help="records per video, distinct kinds (1)"
     )
     parser.add_argument(
+        "--reasoning",
+        choices=["timed", "timeline"],
+        default="timed",
+        help="reasoning annotations: scenes with their start/end seconds, or the colour of "
+        "each slot in order (timed)",
+    )
+    parser.add_argument(
+        "--sft-answer",
+        choices=["letter", "text"],
+        default="letter",
+        help="what the SFT split's <answer> holds: the option letter or the option text; "
+        "rl/eval records always hold the letter (letter)",
+    )
+    parser.add_argument(
         "--workers", type=int, default=min(2, os.cpu_count() or 1), help="video-writing processes"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace data already in OUT")
@@ -69,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
         num_colors=args.colors,
         questions_per_video=args.questions_per_video,
         kinds=kinds,
+        reasoning=args.reasoning,
+        sft_answer=args.sft_answer,
     )
     started = time.perf_counter()
     try:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from longrl.data.synth_questions import (
+    ANSWER_STYLES,
     KIND_LEVEL,
     KINDS,
     LETTERS,
@@ -84,6 +85,7 @@ class SynthConfig:
     questions_per_video: int = 1
     kinds: tuple[str, ...] | None = None  # None: the difficulty's kinds
     reasoning: str = "timed"  # see synth_questions.REASONING_STYLES
+    sft_answer: str = "letter"  # the SFT split's answers; see synth_questions.ANSWER_STYLES
 
     def split_size(self, split: str) -> int:
         return {"sft": self.num_sft, "rl": self.num_rl, "eval": self.num_eval}[split]
@@ -99,6 +101,10 @@ class SynthConfig:
         if self.difficulty not in DIFFICULTY:
             raise SynthError(
                 f"difficulty must be one of {sorted(DIFFICULTY)}, got {self.difficulty!r}"
+            )
+        if self.sft_answer not in ANSWER_STYLES:
+            raise SynthError(
+                f"sft_answer must be one of {list(ANSWER_STYLES)}, got {self.sft_answer!r}"
             )
         if self.reasoning not in REASONING_STYLES:
             raise SynthError(
@@ -254,7 +260,8 @@ def _draw_video(
         letter = _least_used(
             feasible_letters(posed), lambda i, k=kind: balance.letters[(k, i)], rng
         )[0]
-        questions.append(finish(posed, letter, timed, rng, config.reasoning))
+        answer_style = config.sft_answer if split == "sft" else "letter"
+        questions.append(finish(posed, letter, timed, rng, config.reasoning, answer_style))
         balance.kinds[kind] += 1
         balance.letters[(kind, letter)] += 1
         if target is not None:
@@ -282,7 +289,7 @@ def plan_records(plan: VideoPlan) -> list[dict[str, Any]]:
                 "problem_id": f"synth-{plan.split}-{plan.index:05d}-{j}",
                 "problem": q.problem,
                 "options": [f"{letter}. {o}" for letter, o in zip(LETTERS, q.options, strict=True)],
-                "answer": f"<answer>{q.answer_letter}</answer>",
+                "answer": f"<answer>{q.reply}</answer>",
                 "reasoning": q.reasoning,
                 "problem_type": q.kind,
                 "data_type": "video",

@@ -8,8 +8,13 @@ what chain-of-thought SFT is meant to teach.
 
 Two reasoning styles list the scenes (`REASONING_STYLES`): "timed" cites each
 scene's start and end in seconds; "timeline" names the colour of each of the
-video's equal parts (slots) in order, without times, which is about a third of
-the tokens and can be read off a video sampled at 2 frames per slot.
+video's equal parts (slots) in order, without times (about half the tokens; a
+video sampled at 2 frames per slot shows each slot in one temporal patch), and
+ends "Therefore the answer is <option text> <letter>." Naming the option text
+right before its letter matters for tiny models: finding the letter of a colour
+is then one attention step from that colour token (measured: a 2-layer model
+learns it in a few hundred steps, and not in 3000 when the letter follows
+"the answer is" with the colour a sentence earlier).
 
 `pose` picks what to ask (or None when the kind does not fit the video);
 `finish` puts the answer at a chosen letter, so the caller can balance letters.
@@ -41,6 +46,10 @@ KIND_LEVEL: dict[str, str] = {
 KINDS: tuple[str, ...] = tuple(KIND_LEVEL)
 NUMERIC_KINDS = ("count", "distinct")
 REASONING_STYLES = ("timed", "timeline")
+# How the SFT target answers: "letter" (<answer>B</answer>) or "text", the option's
+# own text (<answer>blue</answer>), which the shared answer extractor maps to its
+# letter. Only the SFT split uses "text": RL and eval records always hold the letter.
+ANSWER_STYLES = ("letter", "text")
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,11 @@ class Question:
     options: tuple[str, ...]  # option texts, in letter order
     answer_letter: str
     reasoning: str
+    reply: str = ""  # what the record's <answer> tag holds: the letter, or the option text
+
+    def __post_init__(self) -> None:
+        if not self.reply:
+            object.__setattr__(self, "reply", self.answer_letter)
 
     @property
     def problem(self) -> str:
@@ -152,11 +166,14 @@ def finish(
     scenes: Sequence[TimedScene],
     rng: random.Random,
     style: str = "timed",
+    answer_style: str = "letter",
 ) -> Question:
     if letter not in feasible_letters(posed):
         raise ValueError(f"the answer of this {posed.kind} question cannot be at letter {letter}")
     if style not in REASONING_STYLES:
         raise ValueError(f"reasoning style must be one of {REASONING_STYLES}, got {style!r}")
+    if answer_style not in ANSWER_STYLES:
+        raise ValueError(f"answer style must be one of {ANSWER_STYLES}, got {answer_style!r}")
     if posed.numbers:
         options = list(posed.numbers)
     else:
@@ -164,12 +181,16 @@ def finish(
         rng.shuffle(others)
         options = [*others[:letter], posed.answer, *others[letter:]]
     if style == "timed":
-        listing, conclusion = scene_listing(scenes), posed.conclusion
+        reasoning = f"{scene_listing(scenes)} {posed.conclusion}"
+        answer = LETTERS[letter]
     else:
-        listing = timeline_listing(scenes)
-        conclusion = posed.untimed_conclusion or posed.conclusion
-    reasoning = f"{listing} {conclusion} Therefore the answer is {LETTERS[letter]}."
-    return Question(posed.kind, posed.question, tuple(options), LETTERS[letter], reasoning)
+        reasoning = f"{timeline_listing(scenes)} {posed.untimed_conclusion or posed.conclusion}"
+        answer = f"{posed.answer} {LETTERS[letter]}"
+    if answer_style == "text":
+        answer = posed.answer
+    reasoning = f"{reasoning} Therefore the answer is {answer}."
+    reply = LETTERS[letter] if answer_style == "letter" else posed.answer
+    return Question(posed.kind, posed.question, tuple(options), LETTERS[letter], reasoning, reply)
 
 
 def _colors_in_order(scenes: Sequence[TimedScene]) -> list[str]:
@@ -309,7 +330,7 @@ def _pose_longest(scenes, palette, rng) -> Posed | None:
         answer,
         f"In total: {totals}. {_capital(answer)} is longest.",
         _distractors(scenes, palette, {answer}, rng),
-        untimed_conclusion=f"In total: {parts}. {_capital(answer)} is longest.",
+        untimed_conclusion=f"In total: {parts}. The longest is {answer}.",
     )
 
 
@@ -336,7 +357,7 @@ def _pose_earliest(scenes, palette, rng) -> Posed | None:
         answer,
         f"First seen: {seen_at}. {_capital(answer)} is earliest.",
         tuple(c for c in options if c != answer),
-        untimed_conclusion=f"First seen: {', '.join(order)}. {_capital(answer)} is earliest.",
+        untimed_conclusion=f"First seen: {', '.join(order)}. The earliest is {answer}.",
     )
 
 

@@ -72,6 +72,7 @@ def make_data(path: Path, plan: QuickstartPlan) -> Path:
         difficulty=plan.difficulty,
         kinds=plan.kinds,
         reasoning=plan.reasoning,
+        sft_answer=plan.sft_answer,
     )
     write_dataset(path, config, workers=2, overwrite=path.exists())
     return path
@@ -100,12 +101,17 @@ def frame_sampling(plan: QuickstartPlan) -> dict[str, Any]:
 
 
 def _data_overrides(data: Path, split: str, plan: QuickstartPlan) -> dict[str, Any]:
-    return {
+    values = {
         "data.train_files": str(data / f"{split}.jsonl"),
         **{f"data.{key}": value for key, value in frame_sampling(plan).items()},
         "data.max_response_length": plan.max_response_length,
         "data.seed": plan.seed,
     }
+    if plan.embedding_cache:
+        # One cache for both stages: keys include the ViT weights' fingerprint, so
+        # SFT's entries are reused by RL only while the (frozen) tower is unchanged.
+        values["data.cache_dir"] = str(data.parent / "embedding_cache")
+    return values
 
 
 def _as_overrides(values: dict[str, Any]) -> list[str]:

@@ -18,6 +18,7 @@ class QuickstartPlan:
     difficulty: str = "medium"
     kinds: tuple[str, ...] | None = None  # None: the difficulty's kinds
     reasoning: str = "timed"  # synth reasoning style ("timed" or "timeline")
+    sft_answer: str = "letter"  # SFT targets answer with the letter or the option text
     # Tiny model (longrl tiny-model); keyword sizes of the builder.
     model_sizes: dict[str, Any] = field(default_factory=dict)
     # Frame sampling shared by every stage: `num_sampled_frames` uniformly when set,
@@ -26,6 +27,9 @@ class QuickstartPlan:
     max_sampled_frames: int = 32
     num_sampled_frames: int | None = None
     frame_pixels: int = 56 * 56
+    # Training stages reuse video embeddings through the on-disk cache (frozen ViT):
+    # a video is decoded and encoded once, not once per epoch or per RL step.
+    embedding_cache: bool = True
     # SFT.
     sft_steps: int = 300
     sft_batch_size: int = 16
