@@ -166,6 +166,8 @@ def train_rl(out: Path, data: Path, sft_model: Path, plan: QuickstartPlan) -> Pa
         "algorithm.adv_estimator": "grpo",
         "algorithm.kl_coef": plan.rl_kl_coef,
         "algorithm.disable_kl": str(plan.rl_kl_coef == 0).lower(),
+        "algorithm.online_filtering": str(plan.rl_online_filtering).lower(),
+        "algorithm.max_filter_tries": plan.rl_max_filter_tries,
         "worker.reward.functions": json.dumps(plan.rl_reward_weights),
         "trainer.output_dir": str(out / "rl"),
         "trainer.max_steps": plan.rl_steps,
@@ -223,8 +225,24 @@ def format_table(summary: dict[str, Any]) -> str:
             f"{'-' if fmt is None else f'{fmt:.3f}'} | "
             f"{row['mean_response_length']:.1f} | {row['num_questions']} |"
         )
-    lines.append("")
+    lines.extend(["", *_per_kind_table(summary["stages"]), ""])
     lines.append(
         f"chance accuracy: {summary['chance_accuracy']:.2f}; seconds: {summary['seconds']}"
     )
     return "\n".join(lines) + "\n"
+
+
+def _per_kind_table(stages: dict[str, dict[str, Any]]) -> list[str]:
+    """Accuracy per question kind (rows) and stage (columns)."""
+    kinds = sorted({kind for row in stages.values() for kind in row.get("per_type_accuracy", {})})
+    if not kinds:
+        return []
+    lines = [
+        f"| kind | {' | '.join(stages)} |",
+        f"| --- |{' --- |' * len(stages)}",
+    ]
+    for kind in kinds:
+        cells = [row.get("per_type_accuracy", {}).get(kind) for row in stages.values()]
+        shown = ["-" if value is None else f"{value:.3f}" for value in cells]
+        lines.append(f"| {kind} | {' | '.join(shown)} |")
+    return lines

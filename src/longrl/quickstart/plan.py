@@ -41,6 +41,10 @@ class QuickstartPlan:
     rl_lr: float = 2e-5
     rl_temperature: float = 1.0
     rl_kl_coef: float = 0.0  # 0: no KL term, no reference model
+    # DAPO dynamic sampling: groups whose samples all score the same teach nothing
+    # (zero advantage); they are dropped and the batch is refilled with new prompts.
+    rl_online_filtering: bool = False
+    rl_max_filter_tries: int = 4
     rl_reward_weights: dict[str, float] = field(
         default_factory=lambda: {"accuracy": 1.0, "format": 0.5}
     )
