@@ -88,9 +88,10 @@ def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(str(run_dir / "checkpoints" / step / "model.safetensors"))
 
 
-def assert_same_training(a: Path, b: Path, *, weight_atol: float = 5e-5) -> None:
+def assert_same_training(a: Path, b: Path, *, weight_atol: float = 5e-5) -> float:
     """Same sampled tokens and rewards, log-prob statistics within float tolerance, and
-    weights within a few Adam steps' worth of float noise (lr 1e-3)."""
+    weights within a few Adam steps' worth of float noise (lr 1e-3); returns the largest
+    weight difference."""
     rows_a, rows_b = read_metrics(a / "metrics.jsonl"), read_metrics(b / "metrics.jsonl")
     assert [r["step"] for r in rows_a] == [r["step"] for r in rows_b] == [1, 2]
     for ra, rb in zip(rows_a, rows_b, strict=True):
@@ -106,6 +107,7 @@ def assert_same_training(a: Path, b: Path, *, weight_atol: float = 5e-5) -> None
     assert wa.keys() == wb.keys()
     worst = max(float((wa[k] - wb[k]).abs().max()) for k in wa)
     assert worst < weight_atol
+    return worst
 
 
 # DP: two mini-batches per step split over the replicas, REINFORCE++ (whitening over the
@@ -120,8 +122,10 @@ DP_RECIPE = {
 }
 
 
-@pytest.fixture(scope="module")
-def dp_reference(inputs, tmp_path_factory) -> Path:
+@pytest.fixture(scope="session")
+def dp_reference(tmp_path_factory) -> Path:
+    """One process, replicated weights: the reference of the DP and FSDP tests alike."""
+    inputs = rl_inputs(tmp_path_factory)
     return train(1, overrides(inputs, tmp_path_factory.mktemp("dp1") / "run", **DP_RECIPE))
 
 

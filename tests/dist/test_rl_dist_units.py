@@ -40,6 +40,10 @@ def test_launch_checks_name_the_setting_to_change():
         check_launch(
             _config(**{"data.rollout_batch_size": 4, "worker.actor.global_batch_size": 2}), 4
         )
+    sharded_cache = _config(**{"worker.actor.fsdp.enable": "true", "data.cache_dir": "/tmp/c"})
+    with pytest.raises(ParallelConfigError, match=r"data.cache_dir with worker.actor.fsdp"):
+        check_launch(sharded_cache, 2)
+    check_launch(sharded_cache, 1)  # one process shards nothing: the cache works as before
 
 
 def test_gradient_buckets_keep_order_and_size():

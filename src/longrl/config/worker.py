@@ -43,9 +43,21 @@ class OptimConfig(Section):
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="Cosine floor as a fraction of lr.")
 
 
+class FsdpConfig(Section):
+    enable: bool = Field(
+        False,
+        description=(
+            "Shard the policy and reference weights, gradients and AdamW state over every "
+            "process with FSDP2 (fully_shard; docs/distributed.md). Off: each process holds "
+            "a full copy. No effect in one process."
+        ),
+    )
+
+
 class ActorConfig(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
+    fsdp: FsdpConfig = Field(default_factory=FsdpConfig)
     global_batch_size: int = Field(
         8, gt=0, description="Prompts per optimizer step (mini-batch), across data-parallel ranks."
     )

@@ -39,6 +39,11 @@ class QuickstartPlan:
     rl_prompts_per_step: int = 8
     rl_group_size: int = 8
     rl_lr: float = 2e-5
+    # PPO: each step's rollouts are split into this many mini-batches (one optimizer
+    # step each) and passed over `rl_ppo_epochs` times; the clipped ratio keeps the
+    # later updates near the policy that sampled them.
+    rl_minibatches: int = 1
+    rl_ppo_epochs: int = 1
     rl_temperature: float = 1.0
     rl_kl_coef: float = 0.0  # 0: no KL term, no reference model
     # DAPO dynamic sampling: groups whose samples all score the same teach nothing

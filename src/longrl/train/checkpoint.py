@@ -23,6 +23,7 @@ import json
 import os
 import random
 import shutil
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,13 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from torch.distributed.tensor import DTensor
+
+from longrl.parallel.fsdp_state import (
+    sharded_model_state,
+    sharded_optimizer_state,
+    tied_duplicate_names,
+)
 
 LATEST = "latest"
 COMPLETE = "COMPLETE"
@@ -54,14 +62,17 @@ def save_checkpoint(
     run_dir: str | Path,
     *,
     step: int,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer | None,
+    model: torch.nn.Module | Callable[[], Mapping[str, torch.Tensor]],
+    optimizer: torch.optim.Optimizer | Callable[[], Mapping[str, Any]] | None,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
     data_state: dict[str, Any],
     config_yaml: str,
     extra: dict[str, Any] | None = None,
     keep: int = -1,
 ) -> Path:
+    """`model` and `optimizer` are the objects, or functions returning their full state
+    dicts, called in that order just before each is written (a sharded run gathers them
+    from every rank's shards, one at a time: see `TrainerParallel.full_weights`)."""
     root = checkpoint_root(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(root)
@@ -69,9 +80,14 @@ def save_checkpoint(
     tmp = root / f"{_TMP_PREFIX}{final.name}-{os.getpid()}"
     tmp.mkdir()
 
-    save_file(_contiguous(model_state(model)), tmp / "model.safetensors")
+    weights = model_state(model) if isinstance(model, torch.nn.Module) else model()
+    save_file(_contiguous(weights), tmp / "model.safetensors")
+    del weights  # before the optimizer state is gathered
     if optimizer is not None:
-        tensors, meta = flatten_optimizer_state(optimizer.state_dict())
+        state = (
+            optimizer.state_dict() if isinstance(optimizer, torch.optim.Optimizer) else optimizer()
+        )
+        tensors, meta = flatten_optimizer_state(state)
         save_file(tensors, tmp / "optimizer.safetensors")
         _write_json(tmp / "optimizer.json", meta)
     save_file(_torch_rng_state(), tmp / "rng.safetensors")
@@ -130,7 +146,8 @@ def load_checkpoint(
     if optimizer is not None:
         meta = json.loads((path / "optimizer.json").read_text())
         tensors = load_file(path / "optimizer.safetensors")
-        optimizer.load_state_dict(unflatten_optimizer_state(tensors, meta))
+        full = unflatten_optimizer_state(tensors, meta)
+        optimizer.load_state_dict(sharded_optimizer_state(optimizer, full))
     trainer_state = json.loads((path / "trainer_state.json").read_text())
     if scheduler is not None and trainer_state["scheduler"]:
         scheduler.load_state_dict(trainer_state["scheduler"])
@@ -160,7 +177,8 @@ def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source) -> None:
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    """Load full tensors; a sharded (FSDP) model keeps this rank's piece of each."""
+    missing, unexpected = model.load_state_dict(sharded_model_state(model, state), strict=False)
     tied = set(_tied_parameter_names(model))
     missing = [name for name in missing if name not in tied]
     if missing or unexpected:
@@ -171,6 +189,8 @@ def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], sou
 
 
 def _tied_parameter_names(model: torch.nn.Module) -> list[str]:
+    if any(isinstance(p, DTensor) for p in model.parameters()):
+        return tied_duplicate_names(model)  # shards: no shared storage to compare
     names = []
     seen: set[int] = set()
     for name, tensor in model.state_dict().items():

@@ -18,6 +18,7 @@ Rules every function here keeps:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -27,11 +28,15 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.distributed.tensor import DTensor
 
 from longrl.config.root import RunConfig
+from longrl.parallel import fsdp
 from longrl.parallel.errors import ParallelConfigError
+from longrl.parallel.fsdp_state import full_model_state, full_optimizer_state
 from longrl.parallel.gather import chunked_all_gather
 from longrl.parallel.mesh import ParallelContext, init_parallel
+from longrl.train.checkpoint import model_state
 
 logger = logging.getLogger("longrl.train")
 
@@ -49,6 +54,8 @@ class TrainerParallel:
     context: ParallelContext
     owns_process_group: bool
     timeout_s: float
+    # FSDP2 over the whole world (worker.actor.fsdp.enable with more than one process).
+    shards_weights: bool = False
 
     @property
     def rank(self) -> int:
@@ -128,8 +135,9 @@ class TrainerParallel:
 
     def sum_gradients(self, model: torch.nn.Module) -> None:
         """Sum trainable gradients over every rank: over SP this completes each rank's
-        partial gradient, over DP it adds the shares of a loss normalised globally."""
-        if self.world_size == 1:
+        partial gradient, over DP it adds the shares of a loss normalised globally.
+        (Sharded: FSDP's reduce-scatter in backward has already summed them.)"""
+        if self.world_size == 1 or fsdp.is_sharded(model):
             return
         params = [p for p in model.parameters() if p.requires_grad]
         for p in params:
@@ -145,8 +153,9 @@ class TrainerParallel:
 
     def check_in_sync(self, model: torch.nn.Module) -> None:
         """Raise on every rank if the replicas' weights differ (a bug, or ranks that loaded
-        different checkpoints); cheap: two float64 sums per parameter tensor."""
-        if self.world_size == 1:
+        different checkpoints); cheap: two float64 sums per parameter tensor. A sharded
+        model has no replicas to compare (each element lives on one rank)."""
+        if self.world_size == 1 or fsdp.is_sharded(model):
             return
         sums = [
             [float(p.detach().double().sum()), float(p.detach().double().abs().sum())]
@@ -159,6 +168,37 @@ class TrainerParallel:
                 f"model weights differ between rank 0 and ranks {differ}: the replicas are out "
                 "of sync (did every rank load the same checkpoint? is output_dir shared?)"
             )
+
+    # --- FSDP ------------------------------------------------------------------------
+
+    def shard(self, model: torch.nn.Module | None) -> None:
+        """FSDP2 over every rank (dp x sp), when this run shards weights."""
+        if model is None or not self.shards_weights:
+            return
+        device = next(model.parameters()).device
+        fsdp.shard_model(model, fsdp.world_mesh(device.type))
+
+    def gathered(self, model: torch.nn.Module | None):
+        """Context: a sharded model's weights whole on every rank (see `fsdp.gathered`)."""
+        if not fsdp.is_sharded(model):
+            return contextlib.nullcontext()
+        return fsdp.gathered(model)
+
+    def full_weights(self, model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+        """The model's full state dict on rank 0 (None elsewhere). Every rank calls this:
+        gathering a sharded model's tensors is collective."""
+        if not fsdp.is_sharded(model):
+            return model_state(model) if self.is_main else None
+        return full_model_state(model, keep=self.is_main)
+
+    def full_optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict | None:
+        """The optimizer's full state dict on rank 0 (None elsewhere); every rank calls it."""
+        sharded = any(
+            isinstance(p, DTensor) for group in optimizer.param_groups for p in group["params"]
+        )
+        if not sharded:
+            return optimizer.state_dict() if self.is_main else None
+        return full_optimizer_state(optimizer, keep=self.is_main)
 
     def _group(self, over: str):
         if over == "dp":
@@ -223,6 +263,11 @@ def check_launch(config: RunConfig, world_size: int) -> None:
             f"worker.rollout.name={config.worker.rollout.name} runs in one process for now; "
             f"with {world_size} processes use worker.rollout.name=builtin"
         )
+    if config.worker.actor.fsdp.enable and world_size > 1 and config.data.cache_dir is not None:
+        raise ParallelConfigError(
+            "data.cache_dir with worker.actor.fsdp.enable is not built yet: cache keys hash "
+            "the vision tower's weights, which FSDP splits across ranks; drop one of the two"
+        )
     if world_size % sp:
         raise ParallelConfigError(
             f"worker.actor.ulysses_sequence_parallel_size={sp} must divide the number of "
@@ -248,9 +293,15 @@ def start_parallel(config: RunConfig) -> TrainerParallel:
         config.worker.actor.ulysses_sequence_parallel_size,
         timeout=timedelta(seconds=timeout_s),
     )
-    parallel = TrainerParallel(context, owns, timeout_s)
+    shards = config.worker.actor.fsdp.enable and context.world_size > 1
+    parallel = TrainerParallel(context, owns, timeout_s, shards_weights=shards)
     if parallel.world_size > 1:
-        logger.info("%s, collective timeout %gs", parallel.describe(), timeout_s)
+        logger.info(
+            "%s, collective timeout %gs, %s",
+            parallel.describe(),
+            timeout_s,
+            "weights sharded (FSDP2)" if shards else "weights replicated",
+        )
     return parallel
 
 

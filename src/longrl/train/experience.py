@@ -7,6 +7,7 @@ replica's tokens) and metrics are reduced over the replicas.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -204,13 +205,17 @@ def build_experience(
     )
     old = None
     if needs_old_log_probs:  # same weights as the rollout: its embeddings are valid
-        old = log_probs_over_groups(policy.model, groups, policy, reuse_video_embeds=True, **common)
+        with _gathered(parallel, policy.model):
+            old = log_probs_over_groups(
+                policy.model, groups, policy, reuse_video_embeds=True, **common
+            )
     ref = None
     if reference is not None:
         # A frozen policy tower still equals the reference's (both the initial weights).
-        ref = log_probs_over_groups(
-            reference, groups, policy, reuse_video_embeds=not policy.vision_trainable, **common
-        )
+        with _gathered(parallel, reference):
+            ref = log_probs_over_groups(
+                reference, groups, policy, reuse_video_embeds=not policy.vision_trainable, **common
+            )
 
     scores = [s for g in groups for s in g.scores]
     rewards, valid = rewards_from_scores(scores)
@@ -242,6 +247,11 @@ def build_experience(
         rollout_log_probs=_rollout_log_probs(groups, width),
         metrics=metrics,
     )
+
+
+def _gathered(parallel: TrainerParallel | None, model: torch.nn.Module):
+    """A sharded model whole for a pass whose forward count differs between replicas."""
+    return contextlib.nullcontext() if parallel is None else parallel.gathered(model)
 
 
 def _mean_over_replicas(total: torch.Tensor, count: torch.Tensor, parallel) -> float:

@@ -23,6 +23,7 @@ from longrl.models.inputs import (
     build_prompt_batch,
     embed_inputs,
 )
+from longrl.parallel.fsdp import is_sharded
 from longrl.rollout.engine import PromptBatch
 from longrl.train.policy import Policy
 
@@ -158,8 +159,13 @@ def prompt_batch(
     video_embeds: Sequence[torch.Tensor] | None,
 ) -> PromptBatch:
     """The engine/log-prob input: embeddings (vision scattered) + positions, in the caller's
-    grad mode. With `video_embeds=None` and videos present, the ViT runs here."""
-    if model_input.video_grid_thw is None and model_input.image_grid_thw is None:
+    grad mode. With `video_embeds=None` and videos present, the ViT runs here.
+
+    A sharded (FSDP) model always gets embeddings, text-only prompts too: every rank then
+    runs the embedding before the model, so their all-gathers come in the same order
+    whichever replica holds a video."""
+    no_vision = model_input.video_grid_thw is None and model_input.image_grid_thw is None
+    if no_vision and not is_sharded(model):
         return PromptBatch(
             attention_mask=model_input.attention_mask,
             input_ids=model_input.input_ids,

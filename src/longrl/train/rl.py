@@ -8,11 +8,13 @@ roll out n responses per prompt (prompt prefilled once per group) -> rewards ->
 Under torchrun the same loop runs on every rank (see `distributed`): each
 data-parallel replica takes its share of every step's prompts, each
 sequence-parallel group splits frames and sequences; rank 0 writes metrics and
-checkpoints, every rank loads them.
+checkpoints, every rank loads them. With worker.actor.fsdp.enable the policy and
+reference weights are sharded over every rank (FSDP2, docs/distributed.md).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 from collections import Counter
@@ -227,7 +229,9 @@ def _train(config: RunConfig, parallel: TrainerParallel) -> Path:
     policy = load_policy(config.worker.actor.model, config.data)
     policy.sp_group = parallel.sp_group
     policy.gather_chunks = config.worker.rollout.num_chunk_seq
+    parallel.shard(policy.model)  # worker.actor.fsdp.enable: before the reference loads
     reference = load_reference(config.worker.actor.model) if config.uses_reference_model else None
+    parallel.shard(reference)
     samples, report = load_train_samples(config.data)
     order = PromptOrder(samples, seed=config.data.seed, shuffle=config.data.shuffle)
     steps = total_steps(config, len(samples))
@@ -277,9 +281,11 @@ def _train(config: RunConfig, parallel: TrainerParallel) -> Path:
             timer = PhaseTimer()
             # Weights to the engine (in place): the initial or resumed ones, then each update's.
             engine.sync_weights(policy.language_model())
-            groups, rolled, scores = collect_groups(
-                step, config, policy, engine, reward, order, skipped, timer, parallel
-            )
+            # Sharded: the policy whole for all of rollout (replicas decode different lengths).
+            with parallel.gathered(policy.model):
+                groups, rolled, scores = collect_groups(
+                    step, config, policy, engine, reward, order, skipped, timer, parallel
+                )
             with timer("experience"):
                 experience = build_experience(
                     groups,
@@ -319,22 +325,35 @@ def _train(config: RunConfig, parallel: TrainerParallel) -> Path:
             if metrics_log is not None:
                 metrics_log.log(step, metrics)
             if should_save(config.trainer, step, steps):
-                parallel.check_in_sync(policy.model)
-                if parallel.is_main:
-                    save_checkpoint(
-                        run_dir,
-                        step=step,
-                        model=policy.model,
-                        optimizer=optimizer,
-                        scheduler=scheduler,
-                        data_state={"order": order.state_dict(), "skipped": dict(skipped_total)},
-                        config_yaml=dump_config(config),
-                        keep=config.trainer.save_limit,
-                    )
+                data_state = {"order": order.state_dict(), "skipped": dict(skipped_total)}
+                save_step(run_dir, step, policy, optimizer, scheduler, data_state, config, parallel)
     finally:
         if metrics_log is not None:
             metrics_log.close()
     return run_dir
+
+
+def save_step(run_dir, step, policy, optimizer, scheduler, data_state, config, parallel):
+    """Rank 0 writes the checkpoint; every rank calls this. Sharded, the full weights and
+    then the full AdamW state are gathered from every rank as rank 0 writes each, so it
+    never holds both at once; the other ranks join the same gathers in the same order."""
+    parallel.check_in_sync(policy.model)
+    weights = functools.partial(parallel.full_weights, policy.model)
+    optimizer_state = functools.partial(parallel.full_optimizer_state, optimizer)
+    if not parallel.is_main:
+        weights()
+        optimizer_state()
+        return
+    save_checkpoint(
+        run_dir,
+        step=step,
+        model=weights,
+        optimizer=optimizer_state,
+        scheduler=scheduler,
+        data_state=data_state,
+        config_yaml=dump_config(config),
+        keep=config.trainer.save_limit,
+    )
 
 
 def agreed_checkpoint(trainer: TrainerConfig, run_dir: Path, parallel: TrainerParallel):

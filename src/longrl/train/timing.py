@@ -6,6 +6,8 @@ import time
 from collections import defaultdict
 from contextlib import contextmanager
 
+from longrl.vision.placeholder import is_placeholder_call
+
 
 class PhaseTimer:
     def __init__(self) -> None:
@@ -35,7 +37,9 @@ class VisionCounter:
         if visual is not None:
             self._handle = visual.register_forward_hook(self._hook, with_kwargs=True)
 
-    def _hook(self, _module, args, kwargs, _output) -> None:
+    def _hook(self, module, args, kwargs, _output) -> None:
+        if is_placeholder_call(module):
+            return  # a stand-in call that encodes nothing (FSDP, see vision.placeholder)
         self.calls += 1
         grid = kwargs.get("grid_thw", args[1] if len(args) > 1 else None)
         self.items += 0 if grid is None else int(grid.shape[0])

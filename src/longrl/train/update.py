@@ -11,6 +11,10 @@ summed over every rank (which also completes the sequence-parallel partial
 gradients), so dp replicas step exactly like one process on the whole batch.
 All ranks run the same number of optimizer steps: a mini-batch empty on every
 replica is skipped everywhere, one empty on some replicas only contributes zeros.
+
+Sharded weights (FSDP): every forward and backward is collective, so every rank also
+runs the same number of passes (zero-weight passes on a replica with fewer groups),
+always runs backward, and calls a trainable vision tower once per pass.
 """
 
 from __future__ import annotations
@@ -23,11 +27,13 @@ import torch
 from longrl.algos import aggregate_loss, ppo_clip_loss
 from longrl.algos.kl import kl_divergence
 from longrl.config.root import RunConfig
+from longrl.parallel.fsdp import clip_grad_norm, is_sharded
 from longrl.train.experience import Experience, video_embeds_for
 from longrl.train.groups import batch_groups
 from longrl.train.logprobs import response_log_probs
 from longrl.train.policy import Policy
 from longrl.train.prompts import prompt_batch
+from longrl.vision.placeholder import placeholder_embeddings
 
 if TYPE_CHECKING:
     from longrl.train.distributed import TrainerParallel
@@ -66,17 +72,31 @@ def ppo_update(
     sums: dict[str, float] = defaultdict(float)
     weights: dict[str, float] = defaultdict(float)
 
+    sharded = is_sharded(model)
+    # Sharded, every rank must run as many forward/backward passes as the busiest replica.
+    replica_groups = parallel.gather_json(len(groups), over="dp") if sharded else [len(groups)]
+
     for _epoch in range(actor.ppo_epochs):
         for mini in range(mini_batches):
-            mini_start = min(mini * part, len(groups))
-            mini_end = min(mini_start + part, len(groups))
+            mini_start, mini_end = mini_batch_bounds(mini, part, len(groups))
             rows = slice(mini_start * n, mini_end * n)
             local = [loss_normalizer(loss_mask[rows], actor.loss_agg_mode), mini_end - mini_start]
             normalizer, global_groups = _summed(local, parallel)
             if global_groups == 0:
                 continue  # past the end of a shrunk batch on every replica
             normalizer = max(1.0, normalizer)
-            for start in range(mini_start, mini_end, groups_per_micro):
+            starts = list(range(mini_start, mini_end, groups_per_micro))
+            most = max(
+                len(range(*mini_batch_bounds(mini, part, count), groups_per_micro))
+                for count in replica_groups
+            )
+            for _ in range(most - len(starts)):
+                # A pass that changes nothing (loss x 0) on a stand-in group, so this
+                # replica joins the FSDP all-gathers and reduce-scatters of the others.
+                _micro_batch_backward(
+                    policy, experience, 0, 1, loss_mask, 1.0, use_kl_loss, config, weight=0.0
+                )
+            for start in starts:
                 end = min(start + groups_per_micro, mini_end)
                 stats = _micro_batch_backward(
                     policy, experience, start, end, loss_mask, normalizer, use_kl_loss, config
@@ -91,10 +111,10 @@ def ppo_update(
                 weights[key] += 1  # mean over mini-batches of the mini-batch loss
             if parallel is not None:
                 parallel.sum_gradients(model)
-            grad_norm = torch.nn.utils.clip_grad_norm_(
+            grad_norm = clip_grad_norm(
                 [p for p in model.parameters() if p.requires_grad], actor.max_grad_norm
             )
-            sums["actor/grad_norm"] += float(grad_norm)
+            sums["actor/grad_norm"] += grad_norm
             weights["actor/grad_norm"] += 1
             sums["actor/lr"] += optimizer.param_groups[0]["lr"]
             weights["actor/lr"] += 1
@@ -105,6 +125,12 @@ def ppo_update(
     if dp > 1:
         _reduce_over_replicas(sums, weights, parallel)
     return {key: sums[key] / weights[key] for key in sums if weights[key] > 0}
+
+
+def mini_batch_bounds(mini: int, part: int, count: int) -> tuple[int, int]:
+    """Groups [start, end) of mini-batch `mini` on a replica holding `count` groups."""
+    start = min(mini * part, count)
+    return start, min(start + part, count)
 
 
 def _summed(values: list[float], parallel) -> list[float]:
@@ -140,7 +166,10 @@ def _micro_batch_backward(
     normalizer: float,
     use_kl_loss: bool,
     config: RunConfig,
+    weight: float = 1.0,
 ) -> dict[str, tuple[float, float]]:
+    """Forward and backward of groups [start, end); `weight` 0 makes a pass whose
+    gradients are all zero (a sharded replica keeping step with the others)."""
     actor, algo = config.worker.actor, config.algorithm
     model, n = policy.model, experience.n
     chunk = batch_groups(experience.groups[start:end], model.config, policy.pad_token_id)
@@ -150,6 +179,10 @@ def _micro_batch_backward(
     cached = None if policy.vision_trainable else chunk.video_embeds
     # A trainable tower encodes here, with gradients (frames split over the SP group).
     embeds = video_embeds_for(policy, model, chunk.prompt, cached)
+    stand_in = None
+    if embeds is None and policy.vision_trainable and is_sharded(model):
+        # No video here: the sharded tower still runs, at the same point as on the others.
+        stand_in = placeholder_embeddings(model.model)
     batch = prompt_batch(model, chunk.prompt, embeds)
     current = response_log_probs(
         policy.language_model(),
@@ -197,6 +230,11 @@ def _micro_batch_backward(
         stats["kl"] = (float((kl.detach() * mask).sum()) / max(tokens, 1.0), tokens)
     stats["entropy"] = (float((current.entropy.detach() * mask).sum()) / max(tokens, 1.0), tokens)
     stats["loss"] = (float(loss.detach()), 1.0)
-    if tokens > 0:
+    if stand_in is not None:
+        loss = loss + 0.0 * stand_in.sum()
+    if weight != 1.0:
+        loss = loss * weight
+    # Sharded, backward is collective (reduce-scatter): every rank runs it, even at zero.
+    if tokens > 0 or is_sharded(model):
         loss.backward()
     return stats

@@ -38,6 +38,12 @@ import torch.distributed as dist
 
 from longrl.parallel.gather import chunked_all_gather
 from longrl.parallel.sequence import group_rank, group_size
+from longrl.vision.placeholder import (
+    forward_is_collective,
+    is_placeholder_call,
+    placeholder_embeddings,
+    tower_class,
+)
 
 # Vision towers verified to attend only within one temporal patch group.
 FRAME_LOCAL_TOWERS = frozenset(
@@ -84,7 +90,7 @@ def split_frames(grids: Sequence[Sequence[int]], parts: int) -> list[list[FrameP
 
 
 def check_frame_local(visual: torch.nn.Module) -> None:
-    name = type(visual).__name__
+    name = tower_class(visual).__name__
     if name not in FRAME_LOCAL_TOWERS:
         raise FrameSplitError(
             f"vision tower {name} is not known to keep attention within one temporal patch "
@@ -122,7 +128,10 @@ def encode_videos(
     local = _encode_pieces(inner, pixel_values_videos, grids, shares[rank])
     # Same branch on every rank: trainable tower and grad mode are shared by the group.
     trains = torch.is_grad_enabled() and any(p.requires_grad for p in inner.visual.parameters())
-    if local is None:
+    if local is None and forward_is_collective(inner.visual):
+        # No frames here, but a sharded tower's forward is a collective every rank joins.
+        local = placeholder_embeddings(inner)[:0]
+    elif local is None:
         hidden = _embedding_width(model)
         local = pixel_values_videos.new_zeros((0, hidden), dtype=inner.visual.dtype)
         local.requires_grad_(trains)
@@ -193,9 +202,9 @@ class FrameCounter:
             self._per_group = int(getattr(visual.config, "temporal_patch_size", 1))
             visual.register_forward_hook(self._hook, with_kwargs=True)
 
-    def _hook(self, _module, args, kwargs, _output) -> None:
+    def _hook(self, module, args, kwargs, _output) -> None:
         grid = kwargs.get("grid_thw", args[1] if len(args) > 1 else None)
-        if grid is not None:
+        if grid is not None and not is_placeholder_call(module):
             self.frames += int(grid[:, 0].sum()) * self._per_group
 
     def take(self) -> int:

@@ -1,0 +1,148 @@
+"""Peak memory per rank of RL training with replicated weights and with FSDP2.
+
+    python benchmarks/fsdp_memory.py --hidden 512 --layers 8 --nproc 2 --out runs/bench_fsdp
+
+Builds a tiny Qwen2.5-VL checkpoint of the given width and depth and a small synthetic
+dataset, then runs `longrl rl` for `--steps` steps (rollout n=2, KL loss against the
+reference model, AdamW) on `--nproc` data-parallel processes, once with
+worker.actor.fsdp.enable=false and once with true. Each rank is its own process (the
+torchrun environment set by hand) wrapped by a parent that reports that rank's peak
+resident memory. Short prompts keep activations small, so the figures show what
+sharding divides: weights (policy and reference), gradients and AdamW moments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+# The child's peak RSS (KiB on Linux), printed as the last line of stdout.
+_PEAK_OF_CHILD = (
+    "import resource, subprocess, sys; "
+    "code = subprocess.call(sys.argv[1:]); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); "
+    "sys.exit(code)"
+)
+
+
+def build_inputs(out: Path, hidden: int, layers: int) -> tuple[Path, Path]:
+    from longrl.data.synth import SynthConfig, write_dataset
+    from longrl.models.tiny import build_tiny_checkpoint
+
+    model = out / f"model_h{hidden}_l{layers}"
+    if not (model / "config.json").exists():
+        build_tiny_checkpoint(
+            model,
+            kind="qwen2_5_vl",
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            intermediate_size=hidden * 2,
+        )
+    data = out / "data"
+    if not (data / "rl.jsonl").exists():
+        write_dataset(data, SynthConfig(seed=0, num_sft=1, num_rl=8, max_frames=16))
+    return model, data / "rl.jsonl"
+
+
+def parameter_count(model_dir: Path) -> int:
+    from longrl.models.load import load_model
+    from longrl.models.tiny import count_parameters
+
+    return count_parameters(load_model(str(model_dir)))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run(
+    model: Path, records: Path, nproc: int, fsdp: bool, steps: int, out: Path
+) -> tuple[list[float], float]:
+    """Peak RSS (MiB) of each rank, and the mean step time (s)."""
+    run_dir = out / f"run_n{nproc}_{'fsdp' if fsdp else 'replicated'}"
+    args = {
+        "worker.actor.model.model_path": model,
+        "data.train_files": records,
+        "data.fps": 2,
+        "data.max_frames": 8,
+        "data.max_response_length": 8,
+        "data.rollout_batch_size": nproc,
+        "worker.actor.global_batch_size": nproc,
+        "worker.rollout.n": 2,
+        "worker.actor.fsdp.enable": str(fsdp).lower(),
+        "algorithm.use_kl_loss": "true",
+        "trainer.max_steps": steps,
+        "trainer.save_freq": -1,
+        "trainer.resume": "none",
+        "trainer.output_dir": run_dir,
+        "trainer.logger": "[jsonl]",
+    }
+    port = str(free_port())
+    procs = []
+    for rank in range(nproc):
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "HF_HUB_OFFLINE": "1",
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(nproc),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": port,
+        }
+        command = [sys.executable, "-m", "longrl.cli", "rl", *[f"{k}={v}" for k, v in args.items()]]
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", _PEAK_OF_CHILD, *command],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    peaks = []
+    for rank, proc in enumerate(procs):
+        stdout, stderr = proc.communicate()
+        if proc.returncode != 0:
+            raise SystemExit(f"rank {rank} (fsdp={fsdp}) failed:\n{stderr[-4000:]}")
+        peaks.append(int(stdout.strip().splitlines()[-1]) / 1024)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == steps and "actor/grad_norm" in rows[-1]  # the update ran
+    return peaks, sum(r["time/step_s"] for r in rows) / len(rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hidden", type=int, default=512, help="language-model width")
+    parser.add_argument("--layers", type=int, default=8, help="language-model layers")
+    parser.add_argument("--nproc", type=int, default=2, help="data-parallel processes")
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("runs/bench_fsdp"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    model, records = build_inputs(args.out, args.hidden, args.layers)
+    params = parameter_count(model)
+    # fp32 policy weights + gradients + two AdamW moments, plus the reference's weights.
+    state_mib = params * 4 * 5 / 2**20
+    print(f"model: hidden {args.hidden} x {args.layers} layers, {params / 1e6:.1f} M parameters")
+    print(f"policy (weights, grads, AdamW) + reference weights, whole: {state_mib:.0f} MiB")
+    threshold = os.environ.get("MALLOC_MMAP_THRESHOLD_", "glibc default (dynamic)")
+    print(f"MALLOC_MMAP_THRESHOLD_: {threshold}")
+    print("| weights | peak RSS per rank (MiB) | step (s) |")
+    print("| --- | --- | --- |")
+    for fsdp in (False, True):
+        peaks, step_s = run(model, records, args.nproc, fsdp, args.steps, args.out)
+        name = "FSDP2 (sharded)" if fsdp else "replicated"
+        print(f"| {name} | {', '.join(f'{p:.0f}' for p in peaks)} | {step_s:.1f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
