@@ -81,7 +81,13 @@ def run(args: argparse.Namespace) -> int:
     rank, world, owned = distributed_rank()
     try:
         summary = cache_dataset(
-            config.data, model_cfg, rank, world, verify=args.verify, progress=not args.no_progress
+            config.data,
+            model_cfg,
+            rank,
+            world,
+            verify=args.verify,
+            progress=not args.no_progress,
+            device=config.trainer.device,
         )
         total = combine_summaries(summary)
     except EmbeddingCacheError as err:
@@ -117,13 +123,15 @@ def distributed_rank() -> tuple[int, int, bool]:
     return dist.get_rank(), dist.get_world_size(), owned
 
 
-def cache_dataset(data, model_cfg, rank: int, world: int, *, verify: bool, progress: bool):
-    """Encode this rank's share of the dataset's videos; its PrecomputeSummary."""
+def cache_dataset(
+    data, model_cfg, rank: int, world: int, *, verify: bool, progress: bool, device: str = "auto"
+):
+    """Encode this rank's share of the dataset's videos on `device` (trainer.device: "auto"
+    is cuda:LOCAL_RANK when CUDA is available); its PrecomputeSummary."""
     import logging
 
-    import torch
-
     from longrl.data.dataset import load_dataset
+    from longrl.devices import select_device
     from longrl.train.policy import load_policy
     from longrl.vision.cache import cache_for
     from longrl.vision.cached_encoder import CachedVideoEncoder
@@ -147,11 +155,7 @@ def cache_dataset(data, model_cfg, rank: int, world: int, *, verify: bool, progr
     logging.getLogger("longrl.vision").info(
         "rank %d/%d: %d videos to check or encode", rank, world, len(tasks)
     )
-    policy = load_policy(model_cfg, data)
-    if torch.cuda.is_available():
-        import os
-
-        policy.model.to(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
+    policy = load_policy(model_cfg, data, device=select_device(device))
     policy.model.eval()
     cache = cache_for(
         policy.model, data.cache_dir, memory_bytes=0, on_mismatch=data.cache_on_mismatch

@@ -66,6 +66,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-pixels", type=int, default=None, help="min pixels per frame")
     parser.add_argument("--max-pixels", type=int, default=None, help="max pixels per frame")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (0)")
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where the model runs: auto = cuda:0 when CUDA is available, else cpu (auto)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -112,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             data_overrides=data_overrides(args),
             progress=not args.no_progress,
+            device=args.device,
         )
     except (EvalError, CheckpointError) as err:
         print(f"longrl eval: {err}", file=sys.stderr)

@@ -16,6 +16,13 @@ class TrainerConfig(Section):
     total_epochs: int = Field(1, gt=0, description="Passes over the training records.")
     max_steps: int | None = Field(None, gt=0, description="Stop after this many steps.")
     seed: int = Field(1, description="Seed of model init, sampling and dropout.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description=(
+            "Where models and batches live: auto = cuda:LOCAL_RANK when CUDA is available, "
+            "else cpu; cuda fails without a GPU; cpu never touches CUDA."
+        ),
+    )
     logger: list[Literal["console", "jsonl", "tensorboard", "wandb", "mlflow"]] = Field(
         default_factory=lambda: ["console", "jsonl"],
         description="Metrics sinks; jsonl is always written.",

@@ -73,6 +73,7 @@ def evaluate(
     seed: int = 0,
     data_overrides: Mapping[str, Any] | None = None,
     progress: bool = True,
+    device: str = "auto",
 ) -> EvalReport:
     """Evaluate a model directory, training checkpoint or run directory on `data_file`.
 
@@ -81,8 +82,11 @@ def evaluate(
     thinking / max_new_tokens / data_overrides (frame sampling, pixels; keys in
     DATA_OVERRIDE_KEYS): default to the training run's settings for a checkpoint,
     to DataConfig's defaults for a plain model directory.
+    device: "auto" (cuda:0 when CUDA is available, else cpu), "cpu" or "cuda"
+    (`longrl.devices.choose_device`); generation runs there, scoring on the CPU.
     Writes report.json and predictions.jsonl into `out_dir` when given.
     """
+    from longrl.devices import DeviceError, select_device
     from longrl.rollout.sampling import SamplingParams
 
     n = k if num_samples is None else num_samples
@@ -100,6 +104,10 @@ def evaluate(
         )
     except ValueError as err:
         raise EvalError(f"bad sampling setting: {err}") from None
+    try:
+        run_device = select_device(device)
+    except DeviceError as err:
+        raise EvalError(str(err)) from None
     if n > 1 and temperature == 0:
         logger.warning("%d responses per question at temperature 0 are all the same answer", n)
 
@@ -107,7 +115,7 @@ def evaluate(
     samples, skipped, examples = _load_questions(data_file, video_root, data, max_samples)
     if not samples:
         raise EvalError(_nothing_to_evaluate(data_file, skipped, examples))
-    policy = load_eval_policy(source, data)
+    policy = load_eval_policy(source, data, device=run_device)
     settings = {
         "model": source.describe(),
         "data_file": str(data_file),
@@ -122,6 +130,7 @@ def evaluate(
         "batch_size": batch_size,
         "max_samples": max_samples,
         "seed": seed,
+        "device": str(run_device),
         "data": data.model_dump(include=DATA_OVERRIDE_KEYS | {"thinking"}),
     }
     out = None if out_dir is None else Path(out_dir)

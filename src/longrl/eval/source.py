@@ -15,11 +15,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from longrl.config.data import DataConfig
 from longrl.config.root import RunConfig
 from longrl.eval.errors import EvalError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -121,8 +124,9 @@ def base_data_config(source: ModelSource) -> DataConfig:
     return DataConfig.model_validate(inherited)
 
 
-def load_eval_policy(source: ModelSource, data: DataConfig):
-    """The policy in eval mode without gradients, with the checkpoint's weights if any."""
+def load_eval_policy(source: ModelSource, data: DataConfig, device: torch.device | str = "cpu"):
+    """The policy on `device`, in eval mode without gradients, with the checkpoint's weights
+    if any (read on the CPU, copied into the parameters where they are)."""
     from safetensors.torch import load_file
 
     from longrl.config.worker import ModelConfig
@@ -133,7 +137,7 @@ def load_eval_policy(source: ModelSource, data: DataConfig):
     if source.run_config is not None:
         trained = source.run_config.worker.actor.model
         model_cfg = ModelConfig(model_path=str(source.model_dir), dtype=trained.dtype)
-    policy = load_policy(model_cfg, data)
+    policy = load_policy(model_cfg, data, device=device)
     if source.checkpoint is not None:
         weights = source.checkpoint / "model.safetensors"
         try:

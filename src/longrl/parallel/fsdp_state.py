@@ -32,8 +32,8 @@ def full_model_state(model: torch.nn.Module, keep: bool) -> dict[str, torch.Tens
         if name in tied:
             continue  # the same parameter under a later name; loading re-ties
         whole = full_tensor(tensor).detach()
-        if keep:
-            state[name] = whole
+        if keep:  # to the CPU as it arrives: the whole model never sits on the GPU
+            state[name] = whole.cpu()
     return state if keep else None
 
 
@@ -47,21 +47,27 @@ def full_optimizer_state(optimizer: torch.optim.Optimizer, keep: bool) -> dict[s
             key: full_tensor(value).detach() if isinstance(value, torch.Tensor) else value
             for key, value in sorted(state["state"][index].items())
         }
-        if keep:
-            gathered[index] = values
+        if keep:  # to the CPU per parameter, as with the weights
+            gathered[index] = {
+                key: value.cpu() if isinstance(value, torch.Tensor) else value
+                for key, value in values.items()
+            }
     return {"state": gathered, "param_groups": state["param_groups"]} if keep else None
 
 
 def shard_like(reference: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
     """`full` laid out like `reference`: this rank's shard when `reference` is a DTensor.
 
-    Every rank holds the same `full` (read from one file), so each takes its own
-    piece locally (no scatter from a source rank).
+    Every rank holds the same `full` (read from one file, on the CPU), so each takes its
+    own piece locally (no scatter from a source rank), on the device of its shard.
     """
     if not isinstance(reference, DTensor):
         return full
     return distribute_tensor(
-        full.to(reference.dtype), reference.device_mesh, reference.placements, src_data_rank=None
+        full.to(device=reference.device, dtype=reference.dtype),
+        reference.device_mesh,
+        reference.placements,
+        src_data_rank=None,
     )
 
 

@@ -19,6 +19,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from longrl import devices
 from longrl.parallel.errors import ParallelConfigError
 
 DEFAULT_TIMEOUT = timedelta(minutes=10)
@@ -102,9 +103,10 @@ class ParallelContext:
         )
 
 
-def default_backend() -> str:
-    """NCCL for CUDA tensors and gloo for CPU tensors when a GPU is present; gloo otherwise."""
-    return "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+def default_backend(device: torch.device) -> str:
+    """NCCL for CUDA tensors and gloo for CPU tensors when this process computes on a GPU
+    (small bookkeeping collectives stay on CPU tensors); gloo otherwise."""
+    return "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
 
 
 def init_parallel(
@@ -113,19 +115,23 @@ def init_parallel(
     dp: int | None = None,
     timeout: timedelta = DEFAULT_TIMEOUT,
     backend: str | None = None,
+    device: str = "auto",
 ) -> ParallelContext:
     """Initialise torch.distributed from the torchrun environment and build the dp x sp groups.
 
     `dp` defaults to world_size / sp. Without torchrun variables (plain `python`), a
     one-process world is created. All ranks must call this with the same arguments.
+    `device` ("auto", "cpu", "cuda") picks this rank's device (`longrl.devices.choose_device`:
+    cuda:LOCAL_RANK or the CPU); it sets the default backend.
     """
     if not isinstance(timeout, timedelta):
         raise ParallelConfigError(f"timeout must be a datetime.timedelta, got {timeout!r}")
-    backend = backend or default_backend()
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = _device_for(local_rank)
+    local_rank = devices.local_rank()
+    chosen = devices.choose_device(device, local_rank)
+    devices.activate(chosen)
+    backend = backend or default_backend(chosen)
     if not dist.is_initialized():
-        _init_default_group(backend, timeout, device)
+        _init_default_group(backend, timeout, chosen)
     world_size, rank = dist.get_world_size(), dist.get_rank()
     layout = ParallelLayout.for_world(world_size, sp) if dp is None else ParallelLayout(dp, sp)
     if layout.world_size != world_size:
@@ -149,7 +155,7 @@ def init_parallel(
         layout=layout,
         rank=rank,
         local_rank=local_rank,
-        device=device,
+        device=chosen,
         backend=backend,
         sp_group=sp_group,
         dp_group=dp_group,
@@ -159,13 +165,6 @@ def init_parallel(
 def destroy_parallel() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
-
-
-def _device_for(local_rank: int) -> torch.device:
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
 
 
 def _init_default_group(backend: str, timeout: timedelta, device: torch.device) -> None:

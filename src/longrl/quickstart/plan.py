@@ -10,35 +10,36 @@ from typing import Any
 class QuickstartPlan:
     seed: int = 0
     # Synthetic data (longrl synth).
-    num_sft: int = 1024
+    num_sft: int = 8192
     num_rl: int = 512
     num_eval: int = 256
     min_frames: int = 16
     max_frames: int = 64
     difficulty: str = "medium"
     kinds: tuple[str, ...] | None = None  # None: the difficulty's kinds
-    reasoning: str = "timed"  # synth reasoning style ("timed" or "timeline")
-    sft_answer: str = "letter"  # SFT targets answer with the letter or the option text
+    reasoning: str = "timeline"  # synth reasoning style ("timed" or "timeline")
+    # SFT targets answer with the option text, not the letter (docs/data.md says why).
+    sft_answer: str = "text"
     # Tiny model (longrl tiny-model); keyword sizes of the builder.
     model_sizes: dict[str, Any] = field(default_factory=dict)
     # Frame sampling shared by every stage: `num_sampled_frames` uniformly when set,
     # else `fps` up to `max_sampled_frames`; frames resized to `frame_pixels` pixels.
     fps: float = 2.0
     max_sampled_frames: int = 32
-    num_sampled_frames: int | None = None
-    frame_pixels: int = 56 * 56
+    num_sampled_frames: int | None = 16  # 2 per slot: every scene is seen
+    frame_pixels: int = 28 * 28
     # Training stages reuse video embeddings through the on-disk cache (frozen ViT):
     # a video is decoded and encoded once, not once per epoch or per RL step.
     embedding_cache: bool = True
     # SFT.
-    sft_steps: int = 300
+    sft_steps: int = 800
     sft_batch_size: int = 16
     sft_lr: float = 1e-3
     # RL (GRPO).
-    rl_steps: int = 60
+    rl_steps: int = 240
     rl_prompts_per_step: int = 8
     rl_group_size: int = 8
-    rl_lr: float = 2e-5
+    rl_lr: float = 5e-5
     # PPO: each step's rollouts are split into this many mini-batches (one optimizer
     # step each) and passed over `rl_ppo_epochs` times; the clipped ratio keeps the
     # later updates near the policy that sampled them.

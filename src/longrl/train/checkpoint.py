@@ -15,6 +15,9 @@ fsynced, the directory is renamed into place (atomic on POSIX), and only then
 is `latest` replaced (write + fsync + os.replace). Leftover temporary
 directories from a killed save are ignored and removed by the next save.
 No pickle anywhere: tensors go to safetensors, everything else to JSON.
+
+Files hold CPU tensors whatever device trained (a GPU run and a CPU run write the same
+files); loading copies them into the model's and optimizer's own tensors, on their device.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.distributed.tensor import DTensor
 
+from longrl.devices import cpu_tensors
 from longrl.parallel.fsdp_state import (
     sharded_model_state,
     sharded_optimizer_state,
@@ -81,14 +85,14 @@ def save_checkpoint(
     tmp.mkdir()
 
     weights = model_state(model) if isinstance(model, torch.nn.Module) else model()
-    save_file(_contiguous(weights), tmp / "model.safetensors")
+    save_file(cpu_tensors(weights), tmp / "model.safetensors")
     del weights  # before the optimizer state is gathered
     if optimizer is not None:
         state = (
             optimizer.state_dict() if isinstance(optimizer, torch.optim.Optimizer) else optimizer()
         )
         tensors, meta = flatten_optimizer_state(state)
-        save_file(tensors, tmp / "optimizer.safetensors")
+        save_file(cpu_tensors(tensors), tmp / "optimizer.safetensors")
         _write_json(tmp / "optimizer.json", meta)
     save_file(_torch_rng_state(), tmp / "rng.safetensors")
     _write_json(
@@ -247,10 +251,6 @@ def _remove_atomically(path: Path) -> None:
 def _remove_stale_temporaries(root: Path) -> None:
     for stale in root.glob(f"{_TMP_PREFIX}*"):
         shutil.rmtree(stale, ignore_errors=True)
-
-
-def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.contiguous() for k, v in state.items()}
 
 
 def _torch_rng_state() -> dict[str, torch.Tensor]:

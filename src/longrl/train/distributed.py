@@ -78,6 +78,11 @@ class TrainerParallel:
         return self.context.dp_rank
 
     @property
+    def device(self) -> torch.device:
+        """This rank's device (trainer.device): models, batches and losses live there."""
+        return self.context.device
+
+    @property
     def sp_group(self):
         return self.context.sp_group if self.sp > 1 else None
 
@@ -172,7 +177,8 @@ class TrainerParallel:
     # --- FSDP ------------------------------------------------------------------------
 
     def shard(self, model: torch.nn.Module | None) -> None:
-        """FSDP2 over every rank (dp x sp), when this run shards weights."""
+        """FSDP2 over every rank (dp x sp), when this run shards weights. The model must
+        already be on this rank's device (FSDP2 shards where the parameters are)."""
         if model is None or not self.shards_weights:
             return
         device = next(model.parameters()).device
@@ -292,16 +298,20 @@ def start_parallel(config: RunConfig) -> TrainerParallel:
     context = init_parallel(
         config.worker.actor.ulysses_sequence_parallel_size,
         timeout=timedelta(seconds=timeout_s),
+        device=config.trainer.device,
     )
     shards = config.worker.actor.fsdp.enable and context.world_size > 1
     parallel = TrainerParallel(context, owns, timeout_s, shards_weights=shards)
     if parallel.world_size > 1:
         logger.info(
-            "%s, collective timeout %gs, %s",
+            "%s on %s, collective timeout %gs, %s",
             parallel.describe(),
+            parallel.device,
             timeout_s,
             "weights sharded (FSDP2)" if shards else "weights replicated",
         )
+    else:
+        logger.info("training on %s", parallel.device)
     return parallel
 
 

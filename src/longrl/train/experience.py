@@ -17,6 +17,7 @@ import torch
 from longrl.algos import compute_advantages, keep_groups_with_variance, rewards_from_scores
 from longrl.algos.kl import kl_divergence
 from longrl.config.root import RunConfig
+from longrl.devices import module_device, to_device
 from longrl.rewards.combine import CombinedReward, RewardScores, score_metrics
 from longrl.rollout.engine import RolloutEngine
 from longrl.rollout.sampling import SamplingParams
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class Experience:
+    """One step's training data; the tensors are on the policy's device (the loss's)."""
+
     groups: list[Group]
     response_mask: torch.Tensor  # [N, T] (N = G * n), rows grouped by prompt
     valid: torch.Tensor  # [N] bool: the sample has a reward
@@ -51,17 +54,22 @@ def roll_out(
     encoded: EncodedPrompts,
     params: SamplingParams,
 ) -> list[Group]:
-    """Sample n responses per prompt; the prompt's video embeddings are reused, not recomputed."""
+    """Sample n responses per prompt; the prompt's video embeddings are reused, not recomputed.
+
+    The groups keep their responses on the CPU (rewards read them there; each later pass
+    moves its micro-batch to the model), the video embeddings where they were computed."""
     with torch.no_grad():
         batch = prompt_batch(policy.model, encoded.model_input, encoded.video_embeds)
         out = engine.generate(batch, params)
     groups = split_groups(encoded.samples, encoded.model_input, encoded.video_embeds)
-    lengths = out.lengths.tolist()
-    for row, length in enumerate(lengths):
-        group = groups[int(out.prompt_index[row])]
-        group.responses.append(out.response_ids[row, :length].clone())
-        group.rollout_log_probs.append(out.log_probs[row, :length].clone())
-        group.finished.append(bool(out.finished[row]))
+    # One copy of each output to the CPU, not one per row.
+    response_ids, log_probs = out.response_ids.cpu(), out.log_probs.cpu()
+    prompt_index, finished = out.prompt_index.tolist(), out.finished.tolist()
+    for row, length in enumerate(out.lengths.tolist()):
+        group = groups[prompt_index[row]]
+        group.responses.append(response_ids[row, :length].clone())
+        group.rollout_log_probs.append(log_probs[row, :length].clone())
+        group.finished.append(bool(finished[row]))
     return groups
 
 
@@ -168,11 +176,14 @@ def _chunk_log_probs(
     policy: Policy, model, chunk: GroupBatch, video_embeds, temperature: float, share_prefix
 ):
     batch = prompt_batch(model, chunk.prompt, video_embeds)
+    response_ids, response_mask = to_device(
+        (chunk.response_ids, chunk.response_mask), module_device(model)
+    )
     return response_log_probs(
         policy.language_model(model),
         batch,
-        chunk.response_ids,
-        chunk.response_mask,
+        response_ids,
+        response_mask,
         n=chunk.n,
         temperature=temperature,
         share_prefix=share_prefix,
@@ -192,9 +203,14 @@ def build_experience(
     needs_old_log_probs: bool,
     parallel: TrainerParallel | None = None,
 ) -> Experience:
+    """Log-probs, advantages and masks of `groups`, on the policy's device (where the loss
+    is computed). Rewards and advantages are computed on the CPU (one value per response,
+    from decoded text), then moved."""
     actor, algo = config.worker.actor, config.algorithm
+    device = module_device(policy.model)
     full = batch_groups(groups, policy.model.config, policy.pad_token_id)
     mask, width = full.response_mask, full.response_mask.shape[1]
+    rollout_log_probs = _rollout_log_probs(groups, width)
     n = full.n
     groups_per_micro = max(1, actor.micro_batch_size_per_device_for_experience // n)
     common = dict(
@@ -224,8 +240,9 @@ def build_experience(
     if algo.adv_estimator == "reinforce_plus_plus":
         options["gamma"] = algo.gamma
         if ref is not None and not algo.use_kl_loss:
-            current = old if old is not None else _rollout_log_probs(groups, width)
-            options["token_kl"] = kl_divergence(algo.kl_penalty, current, ref) * mask
+            current = old if old is not None else to_device(rollout_log_probs, device)
+            # Computed where the log-probs are, then to the CPU with the rewards it shapes.
+            options["token_kl"] = kl_divergence(algo.kl_penalty, current, ref).cpu() * mask
             options["kl_coef"] = algo.kl_coef
             metrics["kl"] = _mean_over_replicas(options["token_kl"].sum(), mask.sum(), parallel)
     group_ids = [i for i, g in enumerate(groups) for _ in range(g.n)]
@@ -239,12 +256,12 @@ def build_experience(
         )
     return Experience(
         groups=groups,
-        response_mask=mask,
-        valid=valid,
-        advantages=advantages,
+        response_mask=to_device(mask, device),
+        valid=to_device(valid, device),
+        advantages=to_device(advantages, device),
         old_log_probs=old,
         ref_log_probs=ref,
-        rollout_log_probs=_rollout_log_probs(groups, width),
+        rollout_log_probs=to_device(rollout_log_probs, device),
         metrics=metrics,
     )
 
@@ -303,6 +320,7 @@ def global_advantages(
 
 
 def _rollout_log_probs(groups: Sequence[Group], width: int) -> torch.Tensor:
+    """[N, width] on the CPU, where the groups keep them."""
     return padded([lp for g in groups for lp in g.rollout_log_probs], width)
 
 

@@ -9,6 +9,7 @@ import torch
 
 from longrl.config.data import DataConfig
 from longrl.config.worker import ModelConfig
+from longrl.devices import module_device, to_device
 from longrl.models.inputs import is_mrope_model
 from longrl.parallel.sequence import group_size
 from longrl.parallel.sp_model import SequenceParallelLM
@@ -41,14 +42,21 @@ class Policy:
 
     def encode_videos(self, model_input, model: torch.nn.Module | None = None):
         """Embeddings of each distinct video of `model_input` by `model`'s (default the
-        policy's) vision tower, frames split across `sp_group`; grad mode is the caller's."""
+        policy's) vision tower, frames split across `sp_group`; grad mode is the caller's.
+        The pixels (built on the CPU) go to the tower's device; so do the embeddings."""
+        model = self.model if model is None else model
+        device = module_device(model)
         return encode_videos(
-            self.model if model is None else model,
-            model_input.pixel_values_videos,
-            model_input.video_grid_thw,
+            model,
+            to_device(model_input.pixel_values_videos, device),
+            to_device(model_input.video_grid_thw, device),
             self.sp_group,
             num_chunks=self.gather_chunks,
         )
+
+    @property
+    def device(self) -> torch.device:
+        return module_device(self.model)
 
     @property
     def tokenizer(self):
@@ -78,13 +86,17 @@ def require_model_path(model_cfg: ModelConfig) -> str:
     return model_cfg.model_path
 
 
-def load_policy(model_cfg: ModelConfig, data_cfg: DataConfig) -> Policy:
+def load_policy(
+    model_cfg: ModelConfig, data_cfg: DataConfig, device: torch.device | str = "cpu"
+) -> Policy:
+    """The policy on `device` (vision tower included): build the optimizer, and shard it
+    with FSDP, after this, so both see the parameters where they will live."""
     from longrl.models.load import load_model, load_processor
 
     path = require_model_path(model_cfg)
     model = load_model(
         path, dtype=DTYPES[model_cfg.dtype], trust_remote_code=model_cfg.trust_remote_code
-    )
+    ).to(device)
     overrides: dict[str, Any] = {}
     if is_mrope_model(model.config):
         overrides = {"min_pixels": data_cfg.min_pixels, "max_pixels": data_cfg.max_pixels}
@@ -105,11 +117,11 @@ def load_policy(model_cfg: ModelConfig, data_cfg: DataConfig) -> Policy:
     return Policy(model, processor, pad, _eos_ids(model, tokenizer))
 
 
-def load_reference(model_cfg: ModelConfig) -> torch.nn.Module:
-    """A frozen copy of the initial policy weights."""
+def load_reference(model_cfg: ModelConfig, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """A frozen copy of the initial policy weights, on `device`."""
     from longrl.models.load import load_model
 
-    model = load_model(require_model_path(model_cfg), dtype=DTYPES[model_cfg.dtype])
+    model = load_model(require_model_path(model_cfg), dtype=DTYPES[model_cfg.dtype]).to(device)
     model.requires_grad_(False)
     return model.eval()
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from longrl.config.data import DataConfig
 from longrl.data.sample import Sample
+from longrl.devices import module_device, to_device
 from longrl.models.inputs import (
     ModelInput,
     VideoClip,
@@ -163,7 +164,11 @@ def prompt_batch(
 
     A sharded (FSDP) model always gets embeddings, text-only prompts too: every rank then
     runs the embedding before the model, so their all-gathers come in the same order
-    whichever replica holds a video."""
+    whichever replica holds a video.
+
+    The input (built on the CPU) and the embeddings go to `model`'s device here, right
+    before the forward (`place_for_forward`)."""
+    model_input, video_embeds = place_for_forward(model_input, video_embeds, module_device(model))
     no_vision = model_input.video_grid_thw is None and model_input.image_grid_thw is None
     if no_vision and not is_sharded(model):
         return PromptBatch(
@@ -177,3 +182,19 @@ def prompt_batch(
         inputs_embeds=embed_inputs(model, model_input, video_embeds),
         position_ids=model_input.position_ids,
     )
+
+
+def place_for_forward(
+    model_input: ModelInput,
+    video_embeds: Sequence[torch.Tensor] | None,
+    device: torch.device,
+) -> tuple[ModelInput, tuple[torch.Tensor, ...] | None]:
+    """The input and video embeddings of a forward, on `device` (no copy for what is there).
+
+    Given embeddings take the place of the video pixels, which are left out: a long video's
+    pixels are the largest tensor of a batch and the vision tower will not see them. Without
+    embeddings the pixels go too, for the tower to encode them in the forward.
+    """
+    if video_embeds is not None and model_input.pixel_values_videos is not None:
+        model_input = replace(model_input, pixel_values_videos=None)
+    return to_device(model_input, device), to_device(video_embeds, device)

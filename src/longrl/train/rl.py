@@ -226,11 +226,14 @@ def _train(config: RunConfig, parallel: TrainerParallel) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(config.trainer.seed)
 
-    policy = load_policy(config.worker.actor.model, config.data)
+    # On this rank's device (trainer.device) before sharding and before the optimizer.
+    policy = load_policy(config.worker.actor.model, config.data, device=parallel.device)
     policy.sp_group = parallel.sp_group
     policy.gather_chunks = config.worker.rollout.num_chunk_seq
     parallel.shard(policy.model)  # worker.actor.fsdp.enable: before the reference loads
-    reference = load_reference(config.worker.actor.model) if config.uses_reference_model else None
+    reference = None
+    if config.uses_reference_model:
+        reference = load_reference(config.worker.actor.model, device=parallel.device)
     parallel.shard(reference)
     samples, report = load_train_samples(config.data)
     order = PromptOrder(samples, seed=config.data.seed, shuffle=config.data.shuffle)

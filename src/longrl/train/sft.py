@@ -20,6 +20,7 @@ import torch
 
 from longrl.config import dump_config
 from longrl.config.sft import SftConfig, SftSection
+from longrl.devices import select_device
 from longrl.train.batches import PromptOrder
 from longrl.train.checkpoint import load_checkpoint, save_checkpoint
 from longrl.train.groups import Group
@@ -113,7 +114,9 @@ def run_sft(config: SftConfig) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(config.trainer.seed)
 
-    policy = load_policy(config.model, config.data)
+    # trainer.device, before the optimizer is built over the parameters.
+    policy = load_policy(config.model, config.data, device=select_device(config.trainer.device))
+    logger.info("training on %s", policy.device)
     samples, report = load_train_samples(config.data)
     samples, left_out = select_trainable(samples, policy.tokenizer, config.data, config.sft)
     order = PromptOrder(samples, seed=config.data.seed, shuffle=config.data.shuffle)

@@ -28,6 +28,7 @@ import torch
 from longrl.models.inputs import ModelInput, append_responses, embed_inputs, model_kwargs
 from longrl.train.groups import Group, batch_groups
 from longrl.train.policy import Policy
+from longrl.train.prompts import place_for_forward
 
 
 @dataclass
@@ -41,7 +42,8 @@ class TargetLogits:
 def micro_batch_input(
     groups: Sequence[Group], policy: Policy
 ) -> tuple[ModelInput, tuple[torch.Tensor, ...] | None]:
-    """Prompt + target rows of these samples, and the video embeddings to reuse.
+    """Prompt + target rows of these samples, and the video embeddings to reuse, on the
+    policy's device (built on the CPU, moved here).
 
     With a trainable vision tower the embeddings are None: the ViT reruns on the
     micro-batch's pixels inside the forward, with gradients.
@@ -51,7 +53,7 @@ def micro_batch_input(
         chunk.prompt, chunk.response_ids, response_mask=chunk.response_mask
     )
     embeds = None if policy.vision_trainable else chunk.video_embeds
-    return model_input, embeds
+    return place_for_forward(model_input, embeds, policy.device)
 
 
 def padded_target_logits(

@@ -27,6 +27,7 @@ import torch
 from longrl.algos import aggregate_loss, ppo_clip_loss
 from longrl.algos.kl import kl_divergence
 from longrl.config.root import RunConfig
+from longrl.devices import module_device, to_device
 from longrl.parallel.fsdp import clip_grad_norm, is_sharded
 from longrl.train.experience import Experience, video_embeds_for
 from longrl.train.groups import batch_groups
@@ -184,11 +185,14 @@ def _micro_batch_backward(
         # No video here: the sharded tower still runs, at the same point as on the others.
         stand_in = placeholder_embeddings(model.model)
     batch = prompt_batch(model, chunk.prompt, embeds)
+    response_ids, response_mask = to_device(
+        (chunk.response_ids, chunk.response_mask), module_device(model)
+    )
     current = response_log_probs(
         policy.language_model(),
         batch,
-        chunk.response_ids,
-        chunk.response_mask,
+        response_ids,
+        response_mask,
         n=n,
         temperature=config.worker.rollout.temperature,
         share_prefix=actor.share_prompt_prefix,
