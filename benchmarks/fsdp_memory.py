@@ -32,17 +32,9 @@ _PEAK_OF_CHILD = (
 
 def build_inputs(out: Path, hidden: int, layers: int) -> tuple[Path, Path]:
     from longrl.data.synth import SynthConfig, write_dataset
-    from longrl.models.tiny import build_tiny_checkpoint
+    from tiny_models import tiny_vl_model
 
-    model = out / f"model_h{hidden}_l{layers}"
-    if not (model / "config.json").exists():
-        build_tiny_checkpoint(
-            model,
-            kind="qwen2_5_vl",
-            hidden_size=hidden,
-            num_hidden_layers=layers,
-            intermediate_size=hidden * 2,
-        )
+    model = tiny_vl_model(out, hidden, layers)
     data = out / "data"
     if not (data / "rl.jsonl").exists():
         write_dataset(data, SynthConfig(seed=0, num_sft=1, num_rl=8, max_frames=16))

@@ -36,17 +36,9 @@ _PEAK_OF_DESCENDANTS = (
 def build_inputs(out: Path, frames: int, hidden: int, layers: int) -> tuple[Path, Path]:
     from longrl.data.synth_scenes import PALETTE, TimedScene
     from longrl.data.synth_video import write_scene_video
-    from longrl.models.tiny import build_tiny_checkpoint
+    from tiny_models import tiny_vl_model
 
-    model = out / f"model_h{hidden}_l{layers}"
-    if not (model / "config.json").exists():
-        build_tiny_checkpoint(
-            model,
-            kind="qwen2_5_vl",
-            hidden_size=hidden,
-            num_hidden_layers=layers,
-            intermediate_size=hidden * 2,
-        )
+    model = tiny_vl_model(out, hidden, layers)
     data = out / f"data_{frames}"
     video = data / "long.mp4"
     if not video.exists():
