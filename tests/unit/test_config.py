@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 import textwrap
@@ -191,3 +192,11 @@ def test_options_may_sit_between_overrides(capsys):
     code = main(["rl", str(root / recipe), "--print-config", "worker.rollout.n=3"])
     assert code == 0
     assert "  n: 3" in capsys.readouterr().out
+
+
+def test_gradient_checkpointing_refuses_prefix_sharing_in_the_update():
+    checkpointing = "worker.actor.model.enable_gradient_checkpointing=true"
+    with pytest.raises(ConfigError, match=re.escape("worker.actor.share_prompt_prefix=false")):
+        load_config(None, [checkpointing])
+    config = load_config(None, [checkpointing, "worker.actor.share_prompt_prefix=false"])
+    assert not config.worker.actor.share_prompt_prefix

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from longrl.config.base import Section
 
@@ -87,6 +87,19 @@ class ActorConfig(Section):
     share_prompt_prefix: bool = Field(
         True, description="Run each group's prompt once in log-prob/update forwards."
     )
+
+    @model_validator(mode="after")
+    def _prefix_sharing_needs_the_kv_cache(self) -> ActorConfig:
+        # The shared forward hands the prompt's KV cache to the responses, and
+        # transformers drops KV caches inside gradient-checkpointed layers in training
+        # (measured: the update crashes), so the two cannot be combined yet.
+        if self.share_prompt_prefix and self.model.enable_gradient_checkpointing:
+            raise ValueError(
+                "worker.actor.model.enable_gradient_checkpointing=true needs "
+                "worker.actor.share_prompt_prefix=false (the prefix-shared forward reuses "
+                "the prompt's KV cache, which gradient-checkpointed layers drop in training)"
+            )
+        return self
 
 
 class RolloutConfig(Section):
