@@ -91,6 +91,8 @@ def test_cache_resumes_after_an_interruption_and_training_then_hits(
 
     warm, plain = rl_step("warm", **{"data.cache_dir": str(cache_dir)}), rl_step("plain")
     assert (warm["vision/encode_calls"], plain["vision/encode_calls"]) == (0, 1)
+    assert warm["vision/cache_misses"] == 0 and warm["vision/cache_hits_disk"] > 0
+    assert not any(k.startswith("vision/cache_") for k in plain)  # uncached: no cache metrics
     volatile = ("time/", "throughput/", "vision/")
     assert {k: v for k, v in warm.items() if not k.startswith(volatile)} == {
         k: v for k, v in plain.items() if not k.startswith(volatile)

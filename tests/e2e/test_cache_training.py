@@ -87,6 +87,11 @@ def test_sft_with_the_cache_learns_the_same(tiny_vl_checkpoint, synth_data, tmp_
     assert _comparable(warm) == _comparable(cold)
     assert [r["vision/encode_calls"] for r in cold] == [1]
     assert [r["vision/encode_calls"] for r in warm] == [0]
+    # The cache's own counts are in the metrics: cold writes what it misses, warm hits.
+    (cold_row,), (warm_row,) = cold, warm
+    assert cold_row["vision/cache_misses"] == cold_row["vision/cache_written"] > 0
+    assert warm_row["vision/cache_misses"] == warm_row["vision/cache_written"] == 0
+    assert warm_row["vision/cache_hits_disk"] == cold_row["vision/cache_misses"]
 
 
 def test_a_trainable_tower_with_a_cache_is_refused_before_loading(tmp_path):

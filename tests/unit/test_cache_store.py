@@ -119,6 +119,22 @@ def test_memory_layer_serves_without_touching_the_disk(tmp_path):
     assert cache.stats["hits_memory"] == 1
 
 
+def test_take_stats_reports_the_events_since_the_last_call(tmp_path):
+    cache = EmbeddingCache(tmp_path, memory_bytes=0)  # no memory layer: every hit reads disk
+    entry = make_entry()
+    assert cache.get(expected_for(entry)) is None
+    cache.put(entry)
+    assert _same(cache.get(expected_for(entry)), entry)
+    first = cache.take_stats()
+    assert first["vision/cache_misses"] == 1 and first["vision/cache_written"] == 1
+    assert first["vision/cache_hits_disk"] == 1 and first["vision/cache_hits_memory"] == 0
+    assert cache.get(expected_for(entry)) is not None
+    second = cache.take_stats()
+    assert second["vision/cache_hits_disk"] == 1
+    assert second["vision/cache_misses"] == second["vision/cache_written"] == 0
+    assert set(second.values()) <= {0.0, 1.0} and cache.take_stats()["vision/cache_hits_disk"] == 0
+
+
 def test_byte_lru_keeps_recent_entries_within_the_budget():
     lru = ByteLRU(100, size_of=len)
     lru.put("a", "x" * 40)

@@ -139,16 +139,28 @@ def encode_prompts(
     return EncodedPrompts([s for s, _ in kept], model_input, embeds)
 
 
-def _cached_encoder(policy: Policy, data: DataConfig):
+def _embedding_cache(policy: Policy, data: DataConfig):
     from longrl.vision.cache import cache_for
-    from longrl.vision.cached_encoder import CachedVideoEncoder
 
-    cache = cache_for(
+    return cache_for(
         policy.model,
         data.cache_dir,
         memory_bytes=data.cache_memory_bytes,
         on_mismatch=data.cache_on_mismatch,
     )
+
+
+def cache_metrics(policy: Policy, data: DataConfig) -> dict[str, float]:
+    """This process's embedding-cache hits/misses/writes since the last call ({} uncached)."""
+    if data.cache_dir is None:
+        return {}
+    return _embedding_cache(policy, data).take_stats()
+
+
+def _cached_encoder(policy: Policy, data: DataConfig):
+    from longrl.vision.cached_encoder import CachedVideoEncoder
+
+    cache = _embedding_cache(policy, data)
     return CachedVideoEncoder(
         policy.model, policy.processor, cache, encode=policy.encode_videos, group=policy.sp_group
     )

@@ -46,7 +46,7 @@ from longrl.train.groups import Group
 from longrl.train.metrics import MetricsLogger
 from longrl.train.optim import build_optimizer, build_scheduler
 from longrl.train.policy import Policy, load_policy, load_reference, vision_tower
-from longrl.train.prompts import draw_decodable, encode_prompts
+from longrl.train.prompts import cache_metrics, draw_decodable, encode_prompts
 from longrl.train.timing import PhaseTimer, VisionCounter
 from longrl.train.unsupported import frozen_vision_for_cache, refuse_unbuilt
 from longrl.train.update import ppo_update
@@ -316,6 +316,7 @@ def _train(config: RunConfig, parallel: TrainerParallel) -> Path:
                 **update_metrics,
                 **timer.metrics(),
                 **vision_counter.take(),
+                **cache_metrics(policy, config.data),
                 "vision/frames_encoded": float(sum(frames)),
                 "vision/frames_per_rank_max": float(max(frames)),
                 "data/skipped_total": float(sum(skipped_total.values()) + report.total_skipped),

@@ -27,6 +27,7 @@ from longrl.train.groups import Group
 from longrl.train.metrics import MetricsLogger
 from longrl.train.optim import build_optimizer, build_scheduler
 from longrl.train.policy import Policy, load_policy, vision_tower
+from longrl.train.prompts import cache_metrics
 from longrl.train.rl import (
     checkpoint_to_resume,
     load_train_samples,
@@ -159,6 +160,7 @@ def run_sft(config: SftConfig) -> Path:
             metrics = sft_step(policy, optimizer, scheduler, items, config.sft, timer)
             metrics.update(timer.metrics())
             metrics.update(vision_counter.take())
+            metrics.update(cache_metrics(policy, config.data))
             seconds = max(metrics["time/step_s"], 1e-9)
             metrics["throughput/tokens_per_s"] = metrics["tokens/real"] / seconds
             metrics["throughput/target_tokens_per_s"] = metrics["tokens/target"] / seconds

@@ -78,6 +78,19 @@ def entry_problems(entry: CacheEntry, expected: Expected) -> list[str]:
     return problems
 
 
+# Events counted per read/write: hits from the in-memory layer or from disk, absent
+# entries, corrupt files, entries refused as not fitting the prompt, writes.
+CACHE_EVENTS = (
+    "hits_memory",
+    "hits_disk",
+    "misses",
+    "corrupt",
+    "refused",
+    "written",
+    "write_errors",
+)
+
+
 class EmbeddingCache:
     def __init__(
         self, root: str | Path, *, memory_bytes: int, on_mismatch: OnMismatch = "raise"
@@ -88,7 +101,17 @@ class EmbeddingCache:
         self.memory: ByteLRU[CacheEntry] = ByteLRU(memory_bytes, lambda e: e.nbytes)
         self.on_mismatch = on_mismatch
         self.stats: Counter = Counter()
+        self._reported: Counter = Counter()
         self._write_errors: set[str] = set()
+
+    def take_stats(self) -> dict[str, float]:
+        """What happened since the last call, as `vision/cache_<event>` metrics."""
+        out = {
+            f"vision/cache_{event}": float(self.stats[event] - self._reported[event])
+            for event in CACHE_EVENTS
+        }
+        self._reported = Counter(self.stats)
+        return out
 
     def get(self, expected: Expected) -> CacheEntry | None:
         """The validated entry (memory, then disk), or None: absent, corrupt, or refused."""
