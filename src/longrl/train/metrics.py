@@ -198,3 +198,18 @@ class MetricsLogger:
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def open_run_metrics(
+    run_dir: Path, config: Any, total_steps: int, resume_step: int | None
+) -> MetricsLogger:
+    """The metrics logger of a training run (RL or SFT), from its config's trainer section."""
+    return MetricsLogger(
+        run_dir,
+        config.trainer.logger,
+        project=config.trainer.project_name,
+        experiment=config.trainer.experiment_name,
+        config=config.model_dump(mode="json"),
+        total_steps=total_steps,
+        resume_step=resume_step,
+    )

@@ -43,7 +43,7 @@ from longrl.train.experience import (
     score_groups,
 )
 from longrl.train.groups import Group
-from longrl.train.metrics import MetricsLogger
+from longrl.train.metrics import open_run_metrics
 from longrl.train.optim import build_optimizer, build_scheduler
 from longrl.train.policy import Policy, load_policy, load_reference, vision_tower
 from longrl.train.prompts import cache_metrics, draw_decodable, encode_prompts
@@ -266,15 +266,8 @@ def _train(config: RunConfig, parallel: TrainerParallel) -> Path:
     parallel.check_in_sync(policy.model)
     metrics_log = None
     if parallel.is_main:
-        metrics_log = MetricsLogger(
-            run_dir,
-            config.trainer.logger,
-            project=config.trainer.project_name,
-            experiment=config.trainer.experiment_name,
-            config=config.model_dump(mode="json"),
-            total_steps=steps,
-            resume_step=start_step if checkpoint is not None else None,
-        )
+        resume_step = start_step if checkpoint is not None else None
+        metrics_log = open_run_metrics(run_dir, config, steps, resume_step)
     vision_counter = VisionCounter(vision_tower(policy.model))
     frame_counter = FrameCounter(vision_tower(policy.model))
     policy.model.eval()

@@ -24,7 +24,7 @@ from longrl.devices import select_device
 from longrl.train.batches import PromptOrder
 from longrl.train.checkpoint import load_checkpoint, save_checkpoint
 from longrl.train.groups import Group
-from longrl.train.metrics import MetricsLogger
+from longrl.train.metrics import open_run_metrics
 from longrl.train.optim import build_optimizer, build_scheduler
 from longrl.train.policy import Policy, load_policy, vision_tower
 from longrl.train.prompts import cache_metrics
@@ -136,15 +136,8 @@ def run_sft(config: SftConfig) -> Path:
         skipped.update(state.data.get("skipped", {}))
         start_step = state.step
         logger.info("resumed from %s (step %d)", checkpoint, start_step)
-    metrics_log = MetricsLogger(
-        run_dir,
-        config.trainer.logger,
-        project=config.trainer.project_name,
-        experiment=config.trainer.experiment_name,
-        config=config.model_dump(mode="json"),
-        total_steps=steps,
-        resume_step=start_step if checkpoint is not None else None,
-    )
+    resume_step = start_step if checkpoint is not None else None
+    metrics_log = open_run_metrics(run_dir, config, steps, resume_step)
     visual = vision_tower(policy.model)
     vision_counter = VisionCounter(visual)
     policy.model.train()
