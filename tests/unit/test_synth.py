@@ -318,3 +318,21 @@ def test_text_answers_change_only_the_sft_targets() -> None:
             )
     with pytest.raises(SynthError, match="sft_answer"):
         SynthConfig(sft_answer="bogus").validate()
+
+
+def test_sft_kinds_restrict_only_the_sft_split() -> None:
+    every = SynthConfig(seed=5, num_sft=40, num_rl=24, num_eval=24, reasoning="timeline")
+    some = SynthConfig(**{**every.__dict__, "sft_kinds": ("first", "after", "longest")})
+    every_plans, some_plans = plan_dataset(every), plan_dataset(some)
+    for split in ("rl", "eval"):  # the scored splits do not change, record for record
+        assert [plan_records(p) for p in some_plans[split]] == [
+            plan_records(p) for p in every_plans[split]
+        ]
+        assert {q.kind for p in some_plans[split] for q in p.questions} == set(KINDS)
+    sft_kinds = Counter(q.kind for p in some_plans["sft"] for q in p.questions)
+    assert sorted(sft_kinds.values()) == [13, 13, 14]  # balanced over the chosen kinds
+    assert set(sft_kinds) == {"first", "after", "longest"}
+    with pytest.raises(SynthError, match="sft_kinds"):
+        SynthConfig(kinds=("first", "last"), sft_kinds=("after",)).validate()
+    with pytest.raises(SynthError, match="sft_kinds"):
+        SynthConfig(sft_kinds=()).validate()

@@ -31,6 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(first,last,after,before,count,distinct,longest,earliest)",
     )
     parser.add_argument(
+        "--sft-kinds",
+        default=None,
+        help="comma-separated kinds the SFT split asks (its reasoning annotations); the rl "
+        "and eval splits keep all kinds and do not change (default: all kinds)",
+    )
+    parser.add_argument(
         "--slots",
         type=int,
         default=8,
@@ -66,9 +72,7 @@ def run(args: argparse.Namespace) -> int:
 
     from longrl.data.synth import SynthConfig, SynthError, write_dataset
 
-    kinds = None
-    if args.kinds is not None:
-        kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
+    kinds = _kind_list(args.kinds)
     config = SynthConfig(
         seed=args.seed,
         num_sft=args.num_sft,
@@ -83,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         num_colors=args.colors,
         questions_per_video=args.questions_per_video,
         kinds=kinds,
+        sft_kinds=_kind_list(args.sft_kinds),
         reasoning=args.reasoning,
         sft_answer=args.sft_answer,
     )
@@ -101,3 +106,9 @@ def run(args: argparse.Namespace) -> int:
         )
     print(f"wrote {args.out} in {elapsed:.1f}s")
     return 0
+
+
+def _kind_list(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    return tuple(k.strip() for k in text.split(",") if k.strip())

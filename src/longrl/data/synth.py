@@ -84,6 +84,9 @@ class SynthConfig:
     num_colors: int = 6
     questions_per_video: int = 1
     kinds: tuple[str, ...] | None = None  # None: the difficulty's kinds
+    # Kinds the SFT split asks (its CoT annotations); None: the same as the other splits.
+    # RL and eval records do not depend on it.
+    sft_kinds: tuple[str, ...] | None = None
     reasoning: str = "timed"  # see synth_questions.REASONING_STYLES
     sft_answer: str = "letter"  # the SFT split's answers; see synth_questions.ANSWER_STYLES
 
@@ -96,6 +99,11 @@ class SynthConfig:
 
     def resolved_kinds(self) -> tuple[str, ...]:
         return self.kinds if self.kinds is not None else DIFFICULTY[self.difficulty][2]
+
+    def split_kinds(self, split: str) -> tuple[str, ...]:
+        if split == "sft" and self.sft_kinds is not None:
+            return self.sft_kinds
+        return self.resolved_kinds()
 
     def validate(self) -> None:
         if self.difficulty not in DIFFICULTY:
@@ -115,10 +123,18 @@ class SynthConfig:
             raise SynthError(f"unknown question kinds {unknown}; choose from {', '.join(KINDS)}")
         if min(self.num_sft, self.num_rl, self.num_eval) < 0:
             raise SynthError("split sizes must be >= 0")
-        if not 1 <= self.questions_per_video <= len(self.resolved_kinds()):
+        if self.sft_kinds is not None:
+            outside = [k for k in self.sft_kinds if k not in self.resolved_kinds()]
+            if outside or not self.sft_kinds:
+                raise SynthError(
+                    f"sft_kinds {list(self.sft_kinds)} must be a non-empty subset of the "
+                    f"kinds {list(self.resolved_kinds())}"
+                )
+        fewest_kinds = min(len(self.resolved_kinds()), len(self.split_kinds("sft")))
+        if not 1 <= self.questions_per_video <= fewest_kinds:
             raise SynthError(
-                "questions_per_video must be between 1 and the number of kinds "
-                f"({len(self.resolved_kinds())}): each question of a video is of another kind"
+                "questions_per_video must be between 1 and the number of kinds of every split "
+                f"({fewest_kinds}): each question of a video is of another kind"
             )
         if self.slots < 2:
             raise SynthError(f"slots must be >= 2, got {self.slots}")
@@ -168,7 +184,7 @@ def _plan_split(
     plans: list[VideoPlan] = []
     remaining = config.split_size(split)
     while remaining > 0:
-        asks = _choose_asks(config, min(config.questions_per_video, remaining), balance, rng)
+        asks = _choose_asks(config, split, min(config.questions_per_video, remaining), balance, rng)
         for _ in range(MAX_DRAWS_PER_VIDEO):
             plan = _draw_video(config, split, len(plans), rng, used, asks, balance)
             if plan is not None:
@@ -199,11 +215,11 @@ def _least_used(items: Iterable[Any], count: Callable[[Any], int], rng: random.R
 
 
 def _choose_asks(
-    config: SynthConfig, wanted: int, balance: _Balance, rng: random.Random
+    config: SynthConfig, split: str, wanted: int, balance: _Balance, rng: random.Random
 ) -> list[tuple[str, int | None]]:
     """The kinds to ask about the next video, and the answer each numeric kind must have."""
     _, most_scenes = config.scene_range()
-    kinds = _least_used(config.resolved_kinds(), lambda k: balance.kinds[k], rng)[:wanted]
+    kinds = _least_used(config.split_kinds(split), lambda k: balance.kinds[k], rng)[:wanted]
     asks: list[tuple[str, int | None]] = []
     for kind in kinds:
         target = None
@@ -367,6 +383,7 @@ def build_manifest(
     low, high = config.scene_range()
     parameters = asdict(config)
     parameters["kinds"] = list(config.resolved_kinds())
+    parameters["sft_kinds"] = list(config.split_kinds("sft"))
     parameters["scenes_per_video"] = [low, high]
     return {
         "generator": "longrl synth",

@@ -71,6 +71,7 @@ def make_data(path: Path, plan: QuickstartPlan) -> Path:
         max_frames=plan.max_frames,
         difficulty=plan.difficulty,
         kinds=plan.kinds,
+        sft_kinds=plan.sft_kinds,
         reasoning=plan.reasoning,
         sft_answer=plan.sft_answer,
     )
