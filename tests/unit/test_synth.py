@@ -320,19 +320,29 @@ def test_text_answers_change_only_the_sft_targets() -> None:
         SynthConfig(sft_answer="bogus").validate()
 
 
-def test_sft_kinds_restrict_only_the_sft_split() -> None:
-    every = SynthConfig(seed=5, num_sft=40, num_rl=24, num_eval=24, reasoning="timeline")
-    some = SynthConfig(**{**every.__dict__, "sft_kinds": ("first", "after", "longest")})
-    every_plans, some_plans = plan_dataset(every), plan_dataset(some)
+def test_sft_kind_weights_change_only_the_sft_split() -> None:
+    even = SynthConfig(seed=5, num_sft=120, num_rl=24, num_eval=24, reasoning="timeline")
+    weights = {"last": 0.25, "count": 0, "distinct": 0}
+    weighted = SynthConfig(**{**even.__dict__, "sft_kind_weights": weights})
+    even_plans, weighted_plans = plan_dataset(even), plan_dataset(weighted)
     for split in ("rl", "eval"):  # the scored splits do not change, record for record
-        assert [plan_records(p) for p in some_plans[split]] == [
-            plan_records(p) for p in every_plans[split]
+        assert [plan_records(p) for p in weighted_plans[split]] == [
+            plan_records(p) for p in even_plans[split]
         ]
-        assert {q.kind for p in some_plans[split] for q in p.questions} == set(KINDS)
-    sft_kinds = Counter(q.kind for p in some_plans["sft"] for q in p.questions)
-    assert sorted(sft_kinds.values()) == [13, 13, 14]  # balanced over the chosen kinds
-    assert set(sft_kinds) == {"first", "after", "longest"}
-    with pytest.raises(SynthError, match="sft_kinds"):
-        SynthConfig(kinds=("first", "last"), sft_kinds=("after",)).validate()
-    with pytest.raises(SynthError, match="sft_kinds"):
-        SynthConfig(sft_kinds=()).validate()
+        assert {q.kind for p in weighted_plans[split] for q in p.questions} == set(KINDS)
+    counts = Counter(q.kind for p in weighted_plans["sft"] for q in p.questions)
+    # 5 kinds of weight 1 and `last` at 1/4: 120 / 5.25 = 22.9 each, `last` 5.7.
+    assert counts["last"] in (5, 6)
+    assert set(counts) == set(KINDS) - {"count", "distinct"}
+    assert all(22 <= counts[k] <= 24 for k in counts if k != "last")
+    for bad in ({"bogus": 1.0}, {"last": -1.0}, dict.fromkeys(KINDS, 0.0)):
+        with pytest.raises(SynthError, match="sft_kind_weights"):
+            SynthConfig(sft_kind_weights=bad).validate()
+
+
+def test_cli_parses_sft_kind_weights(tmp_path: Path) -> None:
+    from longrl.commands.synth import _kind_weights
+
+    assert _kind_weights("last=0.02, count=0") == {"last": 0.02, "count": 0.0}
+    with pytest.raises(SystemExit, match="KIND=WEIGHT"):
+        _kind_weights("last")

@@ -31,10 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(first,last,after,before,count,distinct,longest,earliest)",
     )
     parser.add_argument(
-        "--sft-kinds",
+        "--sft-kind-weights",
         default=None,
-        help="comma-separated kinds the SFT split asks (its reasoning annotations); the rl "
-        "and eval splits keep all kinds and do not change (default: all kinds)",
+        help="how often the SFT split (the reasoning annotations) asks each kind, e.g. "
+        "'last=0.02,count=0': weight relative to the other kinds (1 if not named, 0 leaves "
+        "it out); the rl and eval splits do not change (default: all kinds evenly)",
     )
     parser.add_argument(
         "--slots",
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         num_colors=args.colors,
         questions_per_video=args.questions_per_video,
         kinds=kinds,
-        sft_kinds=_kind_list(args.sft_kinds),
+        sft_kind_weights=_kind_weights(args.sft_kind_weights),
         reasoning=args.reasoning,
         sft_answer=args.sft_answer,
     )
@@ -112,3 +113,20 @@ def _kind_list(text: str | None) -> tuple[str, ...] | None:
     if text is None:
         return None
     return tuple(k.strip() for k in text.split(",") if k.strip())
+
+
+def _kind_weights(text: str | None) -> dict[str, float] | None:
+    if text is None:
+        return None
+    weights = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        kind, sep, value = item.partition("=")
+        try:
+            weights[kind.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise SystemExit(
+                f"longrl synth: error: --sft-kind-weights item {item!r} is not KIND=WEIGHT"
+            )
+    return weights

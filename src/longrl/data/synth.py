@@ -84,9 +84,10 @@ class SynthConfig:
     num_colors: int = 6
     questions_per_video: int = 1
     kinds: tuple[str, ...] | None = None  # None: the difficulty's kinds
-    # Kinds the SFT split asks (its CoT annotations); None: the same as the other splits.
+    # How often the SFT split (the CoT annotations) asks each kind, relative to the
+    # others: kind -> weight, 1 for kinds not named, 0 leaves a kind out. None: evenly.
     # RL and eval records do not depend on it.
-    sft_kinds: tuple[str, ...] | None = None
+    sft_kind_weights: dict[str, float] | None = None
     reasoning: str = "timed"  # see synth_questions.REASONING_STYLES
     sft_answer: str = "letter"  # the SFT split's answers; see synth_questions.ANSWER_STYLES
 
@@ -100,10 +101,13 @@ class SynthConfig:
     def resolved_kinds(self) -> tuple[str, ...]:
         return self.kinds if self.kinds is not None else DIFFICULTY[self.difficulty][2]
 
+    def kind_weight(self, split: str, kind: str) -> float:
+        if split != "sft" or self.sft_kind_weights is None:
+            return 1.0
+        return float(self.sft_kind_weights.get(kind, 1.0))
+
     def split_kinds(self, split: str) -> tuple[str, ...]:
-        if split == "sft" and self.sft_kinds is not None:
-            return self.sft_kinds
-        return self.resolved_kinds()
+        return tuple(k for k in self.resolved_kinds() if self.kind_weight(split, k) > 0)
 
     def validate(self) -> None:
         if self.difficulty not in DIFFICULTY:
@@ -123,13 +127,14 @@ class SynthConfig:
             raise SynthError(f"unknown question kinds {unknown}; choose from {', '.join(KINDS)}")
         if min(self.num_sft, self.num_rl, self.num_eval) < 0:
             raise SynthError("split sizes must be >= 0")
-        if self.sft_kinds is not None:
-            outside = [k for k in self.sft_kinds if k not in self.resolved_kinds()]
-            if outside or not self.sft_kinds:
-                raise SynthError(
-                    f"sft_kinds {list(self.sft_kinds)} must be a non-empty subset of the "
-                    f"kinds {list(self.resolved_kinds())}"
-                )
+        weights = self.sft_kind_weights or {}
+        outside = [k for k in weights if k not in self.resolved_kinds()]
+        negative = [k for k, w in weights.items() if not w >= 0]
+        if outside or negative or not self.split_kinds("sft"):
+            raise SynthError(
+                f"sft_kind_weights {weights} must name only the kinds "
+                f"{list(self.resolved_kinds())}, with weights >= 0, not all 0"
+            )
         fewest_kinds = min(len(self.resolved_kinds()), len(self.split_kinds("sft")))
         if not 1 <= self.questions_per_video <= fewest_kinds:
             raise SynthError(
@@ -219,7 +224,13 @@ def _choose_asks(
 ) -> list[tuple[str, int | None]]:
     """The kinds to ask about the next video, and the answer each numeric kind must have."""
     _, most_scenes = config.scene_range()
-    kinds = _least_used(config.split_kinds(split), lambda k: balance.kinds[k], rng)[:wanted]
+    # A kind of weight w is asked as if it had been asked 1/w times as often: the
+    # counts stay even relative to the weights.
+    kinds = _least_used(
+        config.split_kinds(split),
+        lambda k: balance.kinds[k] / config.kind_weight(split, k),
+        rng,
+    )[:wanted]
     asks: list[tuple[str, int | None]] = []
     for kind in kinds:
         target = None
@@ -383,7 +394,6 @@ def build_manifest(
     low, high = config.scene_range()
     parameters = asdict(config)
     parameters["kinds"] = list(config.resolved_kinds())
-    parameters["sft_kinds"] = list(config.split_kinds("sft"))
     parameters["scenes_per_video"] = [low, high]
     return {
         "generator": "longrl synth",

@@ -71,7 +71,7 @@ def make_data(path: Path, plan: QuickstartPlan) -> Path:
         max_frames=plan.max_frames,
         difficulty=plan.difficulty,
         kinds=plan.kinds,
-        sft_kinds=plan.sft_kinds,
+        sft_kind_weights=plan.sft_kind_weights,
         reasoning=plan.reasoning,
         sft_answer=plan.sft_answer,
     )

@@ -17,7 +17,8 @@ class QuickstartPlan:
     max_frames: int = 64
     difficulty: str = "medium"
     kinds: tuple[str, ...] | None = None  # None: the difficulty's kinds
-    sft_kinds: tuple[str, ...] | None = None  # kinds with CoT annotations; None: all
+    # Relative share of each kind in the SFT split (kind -> weight, 1 if not named).
+    sft_kind_weights: dict[str, float] | None = None
     reasoning: str = "timeline"  # synth reasoning style ("timed" or "timeline")
     # SFT targets answer with the option text, not the letter (docs/data.md says why).
     sft_answer: str = "text"
