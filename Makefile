@@ -32,6 +32,13 @@ install-vllm: install
 	$(PIP) uninstall -y -q torchvision torchaudio torchcodec
 	$(PY) -c "import torch, vllm; print('vllm', vllm.__version__, 'with torch', torch.__version__)"
 
+# The benchmarks' peer baselines (the `bench` extra: TRL for benchmarks/trl_grpo.py). Installs
+# beside the vllm extra (it pulls accelerate, datasets, pandas; no torch or transformers change).
+.PHONY: install-bench
+install-bench: install
+	$(PIP) install -q -e ".[dev,bench]"
+	$(PY) -c "import torch, trl; print('trl', trl.__version__, 'with torch', torch.__version__)"
+
 quickstart: install
 	$(VENV)/bin/longrl quickstart --out $(RUN_DIR)
 
