@@ -88,3 +88,28 @@ def test_rollout_and_training_log_probs_agree_with_the_input_builder(kit):
     builder = log_softmax.gather(-1, out.response_ids[..., None]).squeeze(-1) * out.response_mask
     torch.testing.assert_close(shared.log_probs, builder[:, :width], atol=1e-5, rtol=0)
     torch.testing.assert_close(out.log_probs, builder[:, :width], atol=1e-5, rtol=0)
+
+
+def test_shared_prefix_attention_equals_the_repeated_cache(kit):
+    """Video prompts (embeddings, 3-D positions, left padding): the decode path that
+    attends to each prompt once per group samples the same tokens, with the same
+    log-probs, as the one that repeats the prompt's cache n ways."""
+    model, processor = kit
+    mi = _prompts(processor, model)
+    tokenizer = processor.tokenizer
+    outputs = []
+    with torch.no_grad():
+        batch = prompt_batch(model, mi, compute_video_embeds(model, mi))
+        for flag in (True, False):
+            engine = TorchRolloutEngine(
+                model,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_ids=(tokenizer.eos_token_id,),
+                prefix_attention=flag,
+            )
+            outputs.append(engine.generate(batch, SamplingParams(n=4, max_new_tokens=12, seed=5)))
+    fast, repeated = outputs
+    assert model.config.text_config._attn_implementation == "sdpa"
+    assert torch.equal(fast.response_ids, repeated.response_ids)
+    assert torch.equal(fast.response_mask, repeated.response_mask)
+    torch.testing.assert_close(fast.log_probs, repeated.log_probs, atol=1e-5, rtol=0)

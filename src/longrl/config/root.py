@@ -37,6 +37,11 @@ class RunConfig(Section):
                 "adv_estimator=reinforce_plus_plus; set algorithm.use_kl_loss=true or "
                 "algorithm.disable_kl=true"
             )
+        if not self.worker.actor.reuse_video_embeddings and self.data.cache_dir is not None:
+            raise ValueError(
+                "worker.actor.reuse_video_embeddings=false re-encodes videos from their "
+                "pixels in every pass, and data.cache_dir skips decoding them: unset one"
+            )
         return self
 
     @property

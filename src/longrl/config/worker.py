@@ -87,6 +87,16 @@ class ActorConfig(Section):
     share_prompt_prefix: bool = Field(
         True, description="Run each group's prompt once in log-prob/update forwards."
     )
+    reuse_video_embeddings: bool = Field(
+        True,
+        description=(
+            "Encode each video once per step (for rollout) and reuse its embeddings in the "
+            "old/reference log-prob passes and every update micro-batch (a trainable vision "
+            "tower is still re-run in the update, with gradients). false re-runs the vision "
+            "tower in every pass that needs it, as peers do: the same numbers, more compute "
+            "(the baseline of benchmarks/ablation.py); refused with data.cache_dir."
+        ),
+    )
 
     @model_validator(mode="after")
     def _prefix_sharing_needs_the_kv_cache(self) -> ActorConfig:

@@ -1,9 +1,13 @@
 """Built-in rollout engine: batched KV-cache generation with group prefix sharing.
 
-The prompt of each group (the long video) is prefilled once; its KV cache is
-then repeated n ways so the group's n samples decode from it. A naive mode
-(`share_prefix=False`) prefills every sample separately; it exists for the
-equivalence tests and the ablation benchmark.
+The prompt of each group (the long video) is prefilled once and the group's n
+samples decode from its KV cache. For transformers models attending with SDPA or
+eager attention, the cache is kept once per group: each decode step attends to the
+prompt once per group and to each sample's own tokens, merged exactly
+(`longrl.rollout.prefix_attention`). Other models (the sequence-parallel wrapper,
+other kernels), n = 1, or `prefix_attention=False` repeat the prompt's cache n ways
+instead. A naive mode (`share_prefix=False`) prefills every sample separately; it
+exists for the equivalence tests and the ablation benchmark.
 """
 
 from __future__ import annotations
@@ -13,6 +17,13 @@ from typing import Protocol
 
 import torch
 
+from longrl.rollout.prefix_attention import (
+    STATE_KWARG,
+    SharedPrefix,
+    attend_with_shared_prefix,
+    shared_prefix_from_cache,
+    supports_prefix_attention,
+)
 from longrl.rollout.sampling import SamplingParams, choose_tokens, scaled_log_probs
 
 
@@ -93,11 +104,13 @@ class TorchRolloutEngine:
         pad_token_id: int,
         eos_token_ids: tuple[int, ...],
         share_prefix: bool = True,
+        prefix_attention: bool = True,
     ) -> None:
         self.model = model
         self.pad_token_id = pad_token_id
         self.eos_token_ids = tuple(eos_token_ids)
         self.share_prefix = share_prefix
+        self.prefix_attention = prefix_attention
 
     def sync_weights(self, model: torch.nn.Module) -> None:
         # The built-in engine decodes with the policy module itself.
@@ -114,18 +127,27 @@ class TorchRolloutEngine:
         if positions is None:
             positions = text_position_ids(prompts.attention_mask)
 
+        prefix = None
         if self.share_prefix:
             last_logits, cache = self._prefill(prompts, positions)
-            cache.batch_repeat_interleave(n)
+            # n = 1 shares nothing: the plain cache path has fewer operations per step.
+            if self.prefix_attention and n > 1 and supports_prefix_attention(self.model):
+                prefix = shared_prefix_from_cache(cache, prompts.attention_mask, n)
+            if prefix is None:
+                cache.batch_repeat_interleave(n)
+            else:
+                cache = None  # the decode cache holds only the generated tokens
             last_logits = last_logits.repeat_interleave(n, dim=0)
         else:
             repeated = _repeat_prompts(prompts, positions, n)
             last_logits, cache = self._prefill(repeated, repeated.position_ids)
         attention_mask = prompts.attention_mask.repeat_interleave(n, dim=0)
         next_pos = next_positions(positions, prompts.attention_mask).repeat_interleave(n, dim=0)
-        return self._decode(
-            last_logits, cache, attention_mask, next_pos, positions.dim(), params, generator
-        )
+        args = (last_logits, cache, attention_mask, next_pos, positions.dim(), params, generator)
+        if prefix is None:
+            return self._decode(*args)
+        with attend_with_shared_prefix(self.model):
+            return self._decode(*args, prefix=prefix)
 
     def _prefill(self, prompts: PromptBatch, positions: torch.Tensor):
         out = self.model(
@@ -147,7 +169,11 @@ class TorchRolloutEngine:
         position_rank: int,
         params: SamplingParams,
         generator: torch.Generator | None,
+        prefix: SharedPrefix | None = None,
     ) -> RolloutOutput:
+        """Sample up to max_new_tokens per row. With `prefix`, `cache` holds only the
+        generated tokens (None before the first step) and attention reads the prompt
+        from `prefix`; the 2-D mask is then not needed (generated tokens are all real)."""
         rows = logits.shape[0]
         device = logits.device
         stop_ids = torch.tensor(
@@ -174,21 +200,28 @@ class TorchRolloutEngine:
                 break
             if bool(stopped.any()):
                 keep = (~stopped).nonzero().squeeze(-1)
-                cache.batch_select_indices(keep)
+                if cache is not None:
+                    cache.batch_select_indices(keep)
+                if prefix is not None:
+                    prefix.select_rows(keep)
                 active, chosen = active[keep], chosen[keep]
                 attention_mask, next_pos = attention_mask[keep], next_pos[keep]
-            attention_mask = torch.cat(
-                [attention_mask, attention_mask.new_ones(attention_mask.shape[0], 1)], dim=1
-            )
             step_pos = next_pos[:, None]
             if position_rank == 3:
                 step_pos = step_pos[None].expand(3, -1, -1)
+            if prefix is None:
+                attention_mask = torch.cat(
+                    [attention_mask, attention_mask.new_ones(attention_mask.shape[0], 1)], dim=1
+                )
+                extra = {"attention_mask": attention_mask}
+            else:
+                extra = {"attention_mask": None, STATE_KWARG: prefix}
             out = self.model(
                 input_ids=chosen[:, None],
-                attention_mask=attention_mask,
                 position_ids=step_pos,
                 past_key_values=cache,
                 use_cache=True,
+                **extra,
             )
             logits, cache = out.logits[:, -1, :], out.past_key_values
             next_pos = next_pos + 1

@@ -223,14 +223,18 @@ def build_experience(
     if needs_old_log_probs:  # same weights as the rollout: its embeddings are valid
         with _gathered(parallel, policy.model):
             old = log_probs_over_groups(
-                policy.model, groups, policy, reuse_video_embeds=True, **common
+                policy.model, groups, policy, reuse_video_embeds=policy.reuse_video_embeds, **common
             )
     ref = None
     if reference is not None:
         # A frozen policy tower still equals the reference's (both the initial weights).
         with _gathered(parallel, reference):
             ref = log_probs_over_groups(
-                reference, groups, policy, reuse_video_embeds=not policy.vision_trainable, **common
+                reference,
+                groups,
+                policy,
+                reuse_video_embeds=not policy.encodes_every_pass,
+                **common,
             )
 
     scores = [s for g in groups for s in g.scores]

@@ -24,7 +24,7 @@ class Group:
     prompt_ids: list[int]
     video_grid_thw: torch.Tensor | None  # [k, 3], one row per video of the prompt
     second_per_grid_ts: torch.Tensor | None  # [k]
-    video_pixels: tuple[torch.Tensor, ...]  # per video, needed only if the ViT trains
+    video_pixels: tuple[torch.Tensor, ...]  # per video, for a ViT that runs again
     video_embeds: tuple[torch.Tensor, ...]  # per video, detached
     responses: list[torch.Tensor] = field(default_factory=list)  # n 1-D token tensors
     rollout_log_probs: list[torch.Tensor] = field(default_factory=list)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from longrl.rollout.engine import PromptBatch, next_positions, text_position_ids
+from longrl.train.token_stats import token_log_probs_and_entropy
 
 
 @dataclass
@@ -47,15 +48,25 @@ def response_log_probs(
     if positions is None:
         positions = text_position_ids(prompts.attention_mask)
     if share_prefix:
-        logits = _shared_prefix_logits(model, prompts, positions, response_ids, response_mask, n)
+        pieces = _shared_prefix_logits(model, prompts, positions, response_ids, response_mask, n)
     else:
-        logits = _naive_logits(model, prompts, positions, response_ids, response_mask, n)
-    scale = temperature if temperature > 0 else 1.0
-    log_softmax = torch.log_softmax(logits.float() / scale, dim=-1)
-    token_log_probs = log_softmax.gather(-1, response_ids[..., None]).squeeze(-1)
-    entropy = None
-    if with_entropy:
-        entropy = -(log_softmax.exp() * log_softmax).sum(-1) * response_mask
+        pieces = [_naive_logits(model, prompts, positions, response_ids, response_mask, n)]
+    # Log-prob and entropy per piece of response positions (no [B*n, T, V] concatenation),
+    # fused over the vocabulary (longrl.train.token_stats).
+    log_probs, entropies, start = [], [], 0
+    for logits in pieces:
+        stop = start + logits.shape[1]
+        lp, ent = token_log_probs_and_entropy(
+            logits,
+            response_ids[:, start:stop],
+            temperature=temperature,
+            with_entropy=with_entropy,
+        )
+        log_probs.append(lp)
+        entropies.append(ent)
+        start = stop
+    token_log_probs = torch.cat(log_probs, dim=1)
+    entropy = torch.cat(entropies, dim=1) * response_mask if with_entropy else None
     return ResponseLogProbs(token_log_probs * response_mask, entropy)
 
 
@@ -90,8 +101,9 @@ def _shared_prefix_logits(model, prompts, positions, response_ids, response_mask
         past_key_values=cache,
         use_cache=True,
     )
+    # The prompt's last logits score each sample's first token: [B*n, 1, V], then the rest.
     first = prompt_out.logits[:, -1:, :].repeat_interleave(n, dim=0)
-    return torch.cat([first, response_out.logits], dim=1)
+    return [first, response_out.logits]
 
 
 def _naive_logits(model, prompts, positions, response_ids, response_mask, n):

@@ -28,6 +28,9 @@ class Policy:
     # each rank's vision tower encodes only its share of the frames.
     sp_group: Any = None
     gather_chunks: int = 1  # steps of the embedding all-gather (bounded memory)
+    # worker.actor.reuse_video_embeddings: later passes of a step reuse the rollout's
+    # video embeddings (False: every pass runs the vision tower again).
+    reuse_video_embeds: bool = True
     _sequence_parallel: dict[int, torch.nn.Module] = field(default_factory=dict, repr=False)
 
     def language_model(self, model: torch.nn.Module | None = None) -> torch.nn.Module:
@@ -70,6 +73,12 @@ class Policy:
     def vision_trainable(self) -> bool:
         visual = vision_tower(self.model)
         return visual is not None and any(p.requires_grad for p in visual.parameters())
+
+    @property
+    def encodes_every_pass(self) -> bool:
+        """Does every pass after the rollout run the vision tower again (a trainable tower,
+        or reuse switched off), instead of reusing the rollout's embeddings?"""
+        return self.vision_trainable or not self.reuse_video_embeds
 
 
 def vision_tower(model: torch.nn.Module) -> torch.nn.Module | None:

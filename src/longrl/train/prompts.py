@@ -3,7 +3,8 @@
 Bad samples (a video that fails to decode, a prompt over the length limit) are
 skipped with a logged reason and counted — never replaced by another sample's
 data. The video embeddings computed here are reused by rollout and by every
-later pass of the step.
+later pass of the step (unless worker.actor.reuse_video_embeddings=false, the
+ablation baseline that re-encodes in every pass).
 """
 
 from __future__ import annotations

@@ -230,6 +230,7 @@ def _train(config: RunConfig, parallel: TrainerParallel) -> Path:
     policy = load_policy(config.worker.actor.model, config.data, device=parallel.device)
     policy.sp_group = parallel.sp_group
     policy.gather_chunks = config.worker.rollout.num_chunk_seq
+    policy.reuse_video_embeds = config.worker.actor.reuse_video_embeddings
     parallel.shard(policy.model)  # worker.actor.fsdp.enable: before the reference loads
     reference = None
     if config.uses_reference_model:
@@ -269,6 +270,10 @@ def _train(config: RunConfig, parallel: TrainerParallel) -> Path:
         resume_step = start_step if checkpoint is not None else None
         metrics_log = open_run_metrics(run_dir, config, steps, resume_step)
     vision_counter = VisionCounter(vision_tower(policy.model))
+    # The reference's own tower runs only when the policy's embeddings cannot stand in.
+    reference_counter = VisionCounter(
+        vision_tower(reference) if reference is not None else None, prefix="vision/reference_"
+    )
     frame_counter = FrameCounter(vision_tower(policy.model))
     policy.model.eval()
     step = start_step
@@ -309,6 +314,7 @@ def _train(config: RunConfig, parallel: TrainerParallel) -> Path:
                 **update_metrics,
                 **timer.metrics(),
                 **vision_counter.take(),
+                **(reference_counter.take() if reference is not None else {}),
                 **cache_metrics(policy, config.data),
                 "vision/frames_encoded": float(sum(frames)),
                 "vision/frames_per_rank_max": float(max(frames)),

@@ -14,7 +14,8 @@ replica is skipped everywhere, one empty on some replicas only contributes zeros
 
 Sharded weights (FSDP): every forward and backward is collective, so every rank also
 runs the same number of passes (zero-weight passes on a replica with fewer groups),
-always runs backward, and calls a trainable vision tower once per pass.
+always runs backward, and calls the vision tower once per pass when it runs in every
+pass (trainable, or worker.actor.reuse_video_embeddings=false).
 """
 
 from __future__ import annotations
@@ -177,11 +178,12 @@ def _micro_batch_backward(
     width = chunk.response_ids.shape[1]
     rows = slice(start * n, end * n)
     mask = loss_mask[rows, :width]
-    cached = None if policy.vision_trainable else chunk.video_embeds
-    # A trainable tower encodes here, with gradients (frames split over the SP group).
+    cached = None if policy.encodes_every_pass else chunk.video_embeds
+    # A trainable tower encodes here, with gradients (frames split over the SP group);
+    # so does a frozen one when reuse is off (worker.actor.reuse_video_embeddings=false).
     embeds = video_embeds_for(policy, model, chunk.prompt, cached)
     stand_in = None
-    if embeds is None and policy.vision_trainable and is_sharded(model):
+    if embeds is None and policy.encodes_every_pass and is_sharded(model):
         # No video here: the sharded tower still runs, at the same point as on the others.
         stand_in = placeholder_embeddings(model.model)
     batch = prompt_batch(model, chunk.prompt, embeds)
