@@ -71,22 +71,9 @@ PEAK_RSS = (
 
 def bench_model(out: Path, hidden: int, layers: int, vision_depth: int, vision_width: int) -> Path:
     """A tiny Qwen2.5-VL checkpoint under `out` (built once per shape)."""
-    from longrl.models.tiny import build_tiny_checkpoint
+    from tiny_models import tiny_vl_model
 
-    model = out / f"model_h{hidden}_l{layers}_vd{vision_depth}_vw{vision_width}"
-    if not (model / "config.json").exists():
-        build_tiny_checkpoint(
-            model,
-            kind="qwen2_5_vl",
-            hidden_size=hidden,
-            num_hidden_layers=layers,
-            intermediate_size=hidden * 2,
-            vision_depth=vision_depth,
-            vision_hidden_size=vision_width,
-            vision_num_heads=max(2, vision_width // 32),
-            vision_intermediate_size=vision_width * 2,
-        )
-    return model
+    return tiny_vl_model(out, hidden, layers, vision_depth, vision_width)
 
 
 def bench_records(out: Path, frames: int, size: int = SIZE) -> Path:
