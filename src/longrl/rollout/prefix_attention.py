@@ -217,8 +217,9 @@ def _text_config(model: torch.nn.Module):
 
 def supports_prefix_attention(model: torch.nn.Module) -> bool:
     """Whether `model` is a transformers model whose language model attends with SDPA or
-    eager attention over full (not sliding-window) layers: then the shared-prefix path
-    computes the same attention. Wrappers (sequence parallelism) and other kernels: no."""
+    eager attention over full (not sliding-window) layers, without attention dropout:
+    then the shared-prefix path computes the same attention. Wrappers (sequence
+    parallelism) and other kernels: no."""
     try:
         from transformers import PreTrainedModel
     except ImportError:  # pragma: no cover - transformers is a dependency
@@ -228,6 +229,8 @@ def supports_prefix_attention(model: torch.nn.Module) -> bool:
         return False
     if getattr(config, "_attn_implementation", None) not in (*_REPLACEABLE, ATTENTION_NAME):
         return False
+    if model.training and getattr(config, "attention_dropout", 0.0):
+        return False  # attention dropout is not applied on this path
     layer_types = getattr(config, "layer_types", None) or ["full_attention"]
     return all(kind == "full_attention" for kind in layer_types)
 
