@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from longrl.rollout.engine import PromptBatch, TorchRolloutEngine
 from longrl.rollout.prefix_attention import (
@@ -14,25 +13,11 @@ from longrl.rollout.prefix_attention import (
 )
 from longrl.rollout.sampling import SamplingParams
 
-VOCAB, PAD, EOS = 96, 0, 1
+from .tiny_lm import EOS, PAD, VOCAB, tiny_qwen2
 
 
 def _model(**overrides):
-    torch.manual_seed(0)
-    config = Qwen2Config(
-        vocab_size=VOCAB,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        pad_token_id=PAD,
-        eos_token_id=EOS,
-        tie_word_embeddings=True,
-        **overrides,
-    )
-    return Qwen2ForCausalLM(config).eval()
+    return tiny_qwen2(**overrides).eval()
 
 
 @pytest.fixture(scope="module")

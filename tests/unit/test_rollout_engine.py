@@ -1,29 +1,15 @@
 import pytest
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from longrl.rollout.engine import PromptBatch, TorchRolloutEngine, next_positions
 from longrl.rollout.sampling import SamplingParams, choose_tokens, truncate_logits
 
-VOCAB, PAD, EOS = 96, 0, 1
+from .tiny_lm import EOS, PAD, VOCAB, tiny_qwen2
 
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    config = Qwen2Config(
-        vocab_size=VOCAB,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        pad_token_id=PAD,
-        eos_token_id=EOS,
-        tie_word_embeddings=True,
-    )
-    return Qwen2ForCausalLM(config).eval()
+    return tiny_qwen2().eval()
 
 
 def _prompts(lengths=(7, 4)):

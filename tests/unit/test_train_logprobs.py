@@ -1,27 +1,16 @@
 import pytest
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from longrl.rollout.engine import PromptBatch, TorchRolloutEngine
 from longrl.rollout.sampling import SamplingParams
 from longrl.train.logprobs import response_log_probs
 
-VOCAB, PAD, EOS = 96, 0, 1
+from .tiny_lm import EOS, PAD, VOCAB, tiny_qwen2
 
 
 def _model(seed=0):
-    torch.manual_seed(seed)
-    config = Qwen2Config(
-        vocab_size=VOCAB,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        pad_token_id=PAD,
-        eos_token_id=EOS,
-    )
-    return Qwen2ForCausalLM(config)
+    # Untied head and the default context length: a second shape beside the engine tests'.
+    return tiny_qwen2(seed, tie_word_embeddings=False, max_position_embeddings=32768)
 
 
 def _batch(lengths=(9, 5)):

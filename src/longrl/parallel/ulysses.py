@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from longrl.models.attention_hooks import register_attention, with_sdpa_fallback
 from longrl.parallel.errors import ParallelConfigError
 from longrl.parallel.sequence import group_size, heads_to_seq, seq_to_heads
 
@@ -77,24 +78,19 @@ def check_heads(num_heads: int, num_kv_heads: int, sp: int) -> None:
         )
 
 
+@with_sdpa_fallback(STATE_KWARG)
 def ulysses_attention(
+    call: UlyssesCall,
     module: torch.nn.Module,
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
     attention_mask: torch.Tensor | None,
-    dropout: float = 0.0,
-    scaling: float | None = None,
+    dropout: float,
+    scaling: float | None,
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
     """An `AttentionInterface` function: [B, H, S_local, D] in, [B, S_local, H, D] out."""
-    call: UlyssesCall | None = kwargs.pop(STATE_KWARG, None)
-    if call is None:
-        from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-        return sdpa_attention_forward(
-            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
-        )
     if kwargs.get("sliding_window") is not None:
         raise ParallelConfigError(
             "Ulysses attention does not implement sliding-window layers; "
@@ -176,12 +172,7 @@ def _replicated_attention(query, key, value, call: UlyssesCall, scaling) -> torc
 
 def register_ulysses() -> None:
     """Register the attention function and its mask builder with transformers (idempotent)."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
-    AttentionInterface.register(ATTENTION_NAME, ulysses_attention)
-    # Plain (non-SP) calls then get the same mask SDPA would; SP calls ignore it.
-    AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
+    register_attention(ATTENTION_NAME, ulysses_attention)
 
 
 def text_config(model: torch.nn.Module):

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 
 import torch
 
+from longrl.models.attention_hooks import register_attention, with_sdpa_fallback
+
 ATTENTION_NAME = "longrl_prefix_shared"
 STATE_KWARG = "longrl_shared_prefix"
 # Attention implementations the shared-prefix path may stand in for (same math).
@@ -174,24 +176,19 @@ def _own_attention(query, key, value, attention_mask, scale):
     return out.view(rows, heads, q_len, head_dim), lse.view(rows, heads, q_len)
 
 
+@with_sdpa_fallback(STATE_KWARG)
 def prefix_shared_attention(
+    prefix: SharedPrefix,
     module: torch.nn.Module,
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
     attention_mask: torch.Tensor | None,
-    dropout: float = 0.0,
-    scaling: float | None = None,
+    dropout: float,
+    scaling: float | None,
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
     """An `AttentionInterface` function: [R, H, q, D] in, [R, q, H, D] out."""
-    prefix: SharedPrefix | None = kwargs.pop(STATE_KWARG, None)
-    if prefix is None:
-        from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-        return sdpa_attention_forward(
-            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
-        )
     if torch.is_grad_enabled() and query.requires_grad:
         raise RuntimeError("shared-prefix attention is for decoding without gradients")
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
@@ -203,11 +200,7 @@ def prefix_shared_attention(
 
 def register_prefix_attention() -> None:
     """Register the attention function and its mask builder (SDPA's) with transformers."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
-    AttentionInterface.register(ATTENTION_NAME, prefix_shared_attention)
-    AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
+    register_attention(ATTENTION_NAME, prefix_shared_attention)
 
 
 def _text_config(model: torch.nn.Module):
