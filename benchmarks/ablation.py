@@ -40,6 +40,8 @@ import sys
 import time
 from pathlib import Path
 
+from tiny_models import bench_records, tiny_vl_model
+
 SIZE = 112  # pixels per side: a frame pair is 8x8 patches -> 16 tokens (8 per frame)
 MODES = {
     "naive": {
@@ -71,39 +73,7 @@ PEAK_RSS = (
 
 def bench_model(out: Path, hidden: int, layers: int, vision_depth: int, vision_width: int) -> Path:
     """A tiny Qwen2.5-VL checkpoint under `out` (built once per shape)."""
-    from tiny_models import tiny_vl_model
-
     return tiny_vl_model(out, hidden, layers, vision_depth, vision_width)
-
-
-def bench_records(out: Path, frames: int, size: int = SIZE) -> Path:
-    """A `frames`-frame scene video at `size` px and a one-record dataset (built once)."""
-    from longrl.data.synth_scenes import PALETTE, TimedScene
-    from longrl.data.synth_video import write_scene_video
-
-    data = out / f"data_f{frames}_s{size}"
-    records = data / "rl.jsonl"
-    if records.exists():
-        return records
-    data.mkdir(parents=True, exist_ok=True)
-    colors = list(PALETTE)
-    per_scene = max(1, frames // 8)
-    scenes = [
-        TimedScene(colors[i % len(colors)], 1, start, min(start + per_scene, frames), 0, 0)
-        for i, start in enumerate(range(0, frames, per_scene))
-    ]
-    video = data / "long.mp4"
-    write_scene_video(video, scenes, frames, fps=30.0, size=size)
-    record = {
-        "problem_id": "bench-0",
-        "problem": "Which color comes first?\nA. red\nB. green\nC. blue\nD. yellow",
-        "answer": "<answer>A</answer>",
-        "problem_type": "first",
-        "data_type": "video",
-        "videos": [str(video.resolve())],
-    }
-    records.write_text(json.dumps(record) + "\n")
-    return records
 
 
 def prompt_input(model: Path, records: Path, frames: int, size: int = SIZE):

@@ -34,32 +34,9 @@ _PEAK_OF_DESCENDANTS = (
 
 
 def build_inputs(out: Path, frames: int, hidden: int, layers: int) -> tuple[Path, Path]:
-    from longrl.data.synth_scenes import PALETTE, TimedScene
-    from longrl.data.synth_video import write_scene_video
-    from tiny_models import tiny_vl_model
+    from tiny_models import bench_records, tiny_vl_model
 
-    model = tiny_vl_model(out, hidden, layers)
-    data = out / f"data_{frames}"
-    video = data / "long.mp4"
-    if not video.exists():
-        data.mkdir(parents=True, exist_ok=True)
-        colors = list(PALETTE)
-        per_scene = max(1, frames // 8)
-        scenes = [
-            TimedScene(colors[i % len(colors)], 1, start, min(start + per_scene, frames), 0, 0)
-            for i, start in enumerate(range(0, frames, per_scene))
-        ]
-        write_scene_video(video, scenes, frames, fps=30.0, size=SIZE)
-        record = {
-            "problem_id": "bench-0",
-            "problem": "Which color comes first?\nA. red\nB. green\nC. blue\nD. yellow",
-            "answer": "<answer>A</answer>",
-            "problem_type": "first",
-            "data_type": "video",
-            "videos": [str(video)],
-        }
-        (data / "rl.jsonl").write_text(json.dumps(record) + "\n")
-    return model, data / "rl.jsonl"
+    return tiny_vl_model(out, hidden, layers), bench_records(out, frames, SIZE)
 
 
 def run_step(model: Path, records: Path, frames: int, sp: int, out: Path) -> dict[str, float]:

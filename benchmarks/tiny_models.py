@@ -1,7 +1,8 @@
-"""The scaled-up tiny Qwen2.5-VL the memory benchmarks share (built once per size)."""
+"""What the benchmarks share: a scaled-up tiny Qwen2.5-VL and a one-video dataset (each built once)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 
@@ -37,3 +38,33 @@ def tiny_vl_model(
             **vision,
         )
     return model
+
+
+def bench_records(out: Path, frames: int, size: int) -> Path:
+    """A `frames`-frame scene video at `size` px and a one-record dataset (built once)."""
+    from longrl.data.synth_scenes import PALETTE, TimedScene
+    from longrl.data.synth_video import write_scene_video
+
+    data = out / f"data_f{frames}_s{size}"
+    records = data / "rl.jsonl"
+    if records.exists():
+        return records
+    data.mkdir(parents=True, exist_ok=True)
+    colors = list(PALETTE)
+    per_scene = max(1, frames // 8)
+    scenes = [
+        TimedScene(colors[i % len(colors)], 1, start, min(start + per_scene, frames), 0, 0)
+        for i, start in enumerate(range(0, frames, per_scene))
+    ]
+    video = data / "long.mp4"
+    write_scene_video(video, scenes, frames, fps=30.0, size=size)
+    record = {
+        "problem_id": "bench-0",
+        "problem": "Which color comes first?\nA. red\nB. green\nC. blue\nD. yellow",
+        "answer": "<answer>A</answer>",
+        "problem_type": "first",
+        "data_type": "video",
+        "videos": [str(video.resolve())],
+    }
+    records.write_text(json.dumps(record) + "\n")
+    return records
