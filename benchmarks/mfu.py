@@ -306,6 +306,49 @@ def profile_step(step, top: int) -> dict:
     return {"total_self_cpu_s": total / 1e6, "top_ops": top_ops, "categories": shares}
 
 
+def plot(result: dict, clock: str, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    profile = result["profile"]
+    figure, axes = plt.subplots(1, 2 if profile else 1, figsize=(12 if profile else 5, 4.5))
+    left = axes[0] if profile else axes
+    figures = result[clock]
+    bars = {"achieved (needed FLOPs)": figures["achieved_flops"]}
+    if "naive_step_s" in figures:
+        # Same needed FLOPs over the slower step: what prefix sharing buys, in the same units.
+        bars["achieved, no prefix sharing"] = figures["naive_mfu_needed"] * figures["peak_flops"]
+    bars[f"fp32 mm peak ({figures['peak_size']}x{figures['peak_size']})"] = figures["peak_flops"]
+    drawn = left.bar(range(len(bars)), [v / 1e9 for v in bars.values()], color="C0")
+    drawn[-1].set_color("grey")
+    for bar, value in zip(drawn, bars.values(), strict=True):
+        left.annotate(
+            f"{value / figures['peak_flops']:.0%}",
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center",
+            va="bottom",
+        )
+    left.axhline(0.4 * figures["peak_flops"] / 1e9, color="red", linestyle="--", label="40% goal")
+    left.set_xticks(range(len(bars)), list(bars), fontsize=8)
+    left.set_ylabel(f"GFLOP/s ({clock} time)")
+    left.set_title(f"MFU {figures['mfu']:.1%} (label: share of peak)")
+    left.legend()
+    if profile:
+        shares = profile["categories"]
+        right = axes[1]
+        # Largest at the top, as in the printed table.
+        right.barh(list(shares)[::-1], [100 * v for v in list(shares.values())[::-1]])
+        right.set_xlabel("% of self CPU time")
+        right.set_title(f"profile of one step ({profile['total_self_cpu_s']:.2f} CPU s)")
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--kind", choices=("qwen2_5_vl", "qwen2"), default="qwen2_5_vl")
@@ -449,7 +492,16 @@ def main() -> None:
             print(f"| {op['op']} | {op['calls']} | {op['self_cpu_s']:.2f} | {op['share']:.1%} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
-    print(f"wrote {args.out} ({time.perf_counter() - started:.0f} s)")
+    plot_path = args.out.with_suffix(".png")
+    plot(
+        result,
+        args.clock,
+        plot_path,
+        f"{args.kind} LM {lm_params / 1e6:.1f}M params, {args.groups} group(s) of n={args.n}, "
+        f"prompt {args.prompt_length}, responses {args.response_length}, "
+        f"{args.threads} thread(s), median of {args.repeats} steps",
+    )
+    print(f"wrote {args.out} and {plot_path} ({time.perf_counter() - started:.0f} s)")
 
 
 if __name__ == "__main__":
