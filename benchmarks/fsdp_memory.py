@@ -110,6 +110,39 @@ def run(
     return peaks, sum(r["time/step_s"] for r in rows) / len(rows)
 
 
+def plot(result: dict, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    ranks = len(rows[0]["peak_rss_mib"])
+    width = 0.8 / ranks
+    figure, axis = plt.subplots(figsize=(7.5, 4.5))
+    for rank in range(ranks):
+        xs = [i + (rank - (ranks - 1) / 2) * width for i in range(len(rows))]
+        bars = axis.bar(
+            xs, [row["peak_rss_mib"][rank] for row in rows], width, label=f"rank {rank}"
+        )
+        axis.bar_label(bars, fmt="%.0f", fontsize=8)
+    # What sharding can divide: every rank holds all of it when replicated.
+    axis.axhline(
+        result["state_mib"], color="grey", linestyle="--", label="policy + reference state, whole"
+    )
+    axis.set_xticks(
+        range(len(rows)), [f"{row['mode']}\n{row['step_s']:.1f} s/step" for row in rows]
+    )
+    axis.set_ylabel("peak RSS per rank (MiB)")
+    axis.set_title("peak memory per rank")
+    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))  # outside: bars vary
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hidden", type=int, default=512, help="language-model width")
@@ -129,10 +162,29 @@ def main() -> int:
     print(f"MALLOC_MMAP_THRESHOLD_: {threshold}")
     print("| weights | peak RSS per rank (MiB) | step (s) |")
     print("| --- | --- | --- |")
+    rows = []
     for fsdp in (False, True):
         peaks, step_s = run(model, records, args.nproc, fsdp, args.steps, args.out)
         name = "FSDP2 (sharded)" if fsdp else "replicated"
         print(f"| {name} | {', '.join(f'{p:.0f}' for p in peaks)} | {step_s:.1f} |", flush=True)
+        rows.append({"mode": name, "fsdp": fsdp, "peak_rss_mib": peaks, "step_s": step_s})
+    result = {
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "parameters": params,
+        "state_mib": state_mib,
+        "malloc_mmap_threshold": threshold,
+        "rows": rows,
+    }
+    # --out is the work directory (model, data, runs): the results go beside them.
+    json_path = args.out / "fsdp_memory.json"
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    plot(
+        result,
+        json_path.with_suffix(".png"),
+        f"longrl rl, {args.nproc} ranks, LM {args.hidden}x{args.layers} "
+        f"({params / 1e6:.1f}M params), {args.steps} step(s), n=2, KL loss, AdamW",
+    )
+    print(f"wrote {json_path} and {json_path.with_suffix('.png')}")
     return 0
 
 

@@ -313,33 +313,31 @@ def plot(result: dict, clock: str, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     profile = result["profile"]
-    figure, axes = plt.subplots(1, 2 if profile else 1, figsize=(12 if profile else 5, 4.5))
-    left = axes[0] if profile else axes
+    figure, axes = plt.subplots(
+        1, 2 if profile else 1, figsize=(12 if profile else 5, 4.5), squeeze=False
+    )
+    left = axes[0, 0]
     figures = result[clock]
-    bars = {"achieved (needed FLOPs)": figures["achieved_flops"]}
+    bars = {"achieved\n(needed FLOPs)": figures["achieved_flops"]}
     if "naive_step_s" in figures:
         # Same needed FLOPs over the slower step: what prefix sharing buys, in the same units.
-        bars["achieved, no prefix sharing"] = figures["naive_mfu_needed"] * figures["peak_flops"]
-    bars[f"fp32 mm peak ({figures['peak_size']}x{figures['peak_size']})"] = figures["peak_flops"]
-    drawn = left.bar(range(len(bars)), [v / 1e9 for v in bars.values()], color="C0")
+        bars["achieved,\nno prefix sharing"] = result["flops"]["needed"] / figures["naive_step_s"]
+    bars[f"fp32 mm peak\n({figures['peak_size']}x{figures['peak_size']})"] = figures["peak_flops"]
+    drawn = left.bar(list(bars), [v / 1e9 for v in bars.values()], color="C0")
     drawn[-1].set_color("grey")
-    for bar, value in zip(drawn, bars.values(), strict=True):
-        left.annotate(
-            f"{value / figures['peak_flops']:.0%}",
-            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-            ha="center",
-            va="bottom",
-        )
+    left.bar_label(drawn, [f"{v / figures['peak_flops']:.1%}" for v in bars.values()])
+    left.margins(y=0.1)
     left.axhline(0.4 * figures["peak_flops"] / 1e9, color="red", linestyle="--", label="40% goal")
-    left.set_xticks(range(len(bars)), list(bars), fontsize=8)
     left.set_ylabel(f"GFLOP/s ({clock} time)")
     left.set_title(f"MFU {figures['mfu']:.1%} (label: share of peak)")
     left.legend()
     if profile:
         shares = profile["categories"]
-        right = axes[1]
+        right = axes[0, 1]
         # Largest at the top, as in the printed table.
-        right.barh(list(shares)[::-1], [100 * v for v in list(shares.values())[::-1]])
+        drawn = right.barh(list(shares)[::-1], [100 * v for v in list(shares.values())[::-1]])
+        right.bar_label(drawn, fmt="%.1f%%")
+        right.margins(x=0.15)
         right.set_xlabel("% of self CPU time")
         right.set_title(f"profile of one step ({profile['total_self_cpu_s']:.2f} CPU s)")
     figure.suptitle(title, fontsize=9)
@@ -497,7 +495,7 @@ def main() -> None:
         result,
         args.clock,
         plot_path,
-        f"{args.kind} LM {lm_params / 1e6:.1f}M params, {args.groups} group(s) of n={args.n}, "
+        f"{args.kind} LM {lm_params / 1e6:.1f}M params\n{args.groups} group(s) of n={args.n}, "
         f"prompt {args.prompt_length}, responses {args.response_length}, "
         f"{args.threads} thread(s), median of {args.repeats} steps",
     )

@@ -90,10 +90,51 @@ def run_step(model: Path, records: Path, frames: int, sp: int, out: Path) -> dic
     return {
         "peak_rss_mib": peak_kib / 1024,
         "frames_per_rank": row["vision/frames_per_rank_max"],
-        "frames": row["vision/frames_encoded"],
+        "frames_encoded": row["vision/frames_encoded"],
         "step_s": row["time/step_s"],
         "wall_s": wall,
     }
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = sorted({row["sp"] for row in rows})
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for frames in sorted({row["frames"] for row in rows}):
+        mine = [row for row in rows if row["frames"] == frames]
+        sps = [row["sp"] for row in mine]
+        left.plot(sps, [row["peak_rss_mib"] for row in mine], marker="o", label=f"{frames} frames")
+        for row in mine:
+            left.annotate(
+                f"{row['frames_per_rank']:.0f} of {row['frames_encoded']:.0f}",
+                (row["sp"], row["peak_rss_mib"]),
+                textcoords="offset points",
+                xytext=(0, 6),
+                ha="center",
+                fontsize=7,
+            )
+        right.plot(sps, [row["step_s"] for row in mine], marker="o", label=f"{frames} frames")
+    for axis in (left, right):
+        axis.set_xscale("log", base=2)
+        axis.set_xticks(sizes, [str(sp) for sp in sizes])
+        axis.set_xlabel("sequence-parallel size (ranks)")
+        # From zero, so a few MiB of difference do not look like a factor; room for labels.
+        axis.margins(x=0.1)
+        axis.set_ylim(0, 1.15 * axis.get_ylim()[1])
+        axis.legend()
+    left.set_ylabel("peak RSS, busiest rank (MiB)")
+    left.set_title("memory (label: frames its vision tower encoded)")
+    right.set_ylabel("wall seconds")
+    right.set_title("step time (indicative: ranks share the cores)")
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
 
 
 def main() -> int:
@@ -110,16 +151,29 @@ def main() -> int:
         "step (s) |"
     )
     print("| --- | --- | --- | --- | --- | --- |")
+    rows = []
     for frames in args.frames:
         model, records = build_inputs(args.out, frames, args.hidden, args.layers)
         for sp in args.sp:
             result = run_step(model, records, frames, sp, args.out)
             print(
                 f"| {frames} | {frames * 8} | {sp} | {result['peak_rss_mib']:.0f} | "
-                f"{result['frames_per_rank']:.0f} of {result['frames']:.0f} | "
+                f"{result['frames_per_rank']:.0f} of {result['frames_encoded']:.0f} | "
                 f"{result['step_s']:.1f} |",
                 flush=True,
             )
+            rows.append({"frames": frames, "video_tokens": frames * 8, "sp": sp, **result})
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    # --out is the work directory (model, data, runs): the results go beside them.
+    json_path = args.out / "mrsp_memory.json"
+    json_path.write_text(json.dumps({"settings": settings, "rows": rows}, indent=2) + "\n")
+    plot(
+        rows,
+        json_path.with_suffix(".png"),
+        f"one longrl rl step, LM {args.hidden}x{args.layers}, {SIZE}px frames "
+        "(8 video tokens each), n=2, 2 PPO epochs",
+    )
+    print(f"wrote {json_path} and {json_path.with_suffix('.png')}")
     return 0
 
 
