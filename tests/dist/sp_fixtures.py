@@ -4,25 +4,22 @@ from __future__ import annotations
 
 import torch
 
-VOCAB, PAD, EOS = 96, 0, 1
+from ..tiny_lm import EOS, PAD, VOCAB
+from ..tiny_lm import tiny_qwen2 as shared_tiny_qwen2
+
 VIDEO, VISION_START, VISION_END, IMAGE = 90, 91, 92, 93
 
 
 def tiny_qwen2(seed: int = 0, heads: int = 4, kv_heads: int = 2):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    torch.manual_seed(seed)
-    config = Qwen2Config(
-        vocab_size=VOCAB,
+    """The shared tiny Qwen2 with 16 dims per head and an untied head."""
+    return shared_tiny_qwen2(
+        seed,
         hidden_size=16 * heads,
-        intermediate_size=128,
-        num_hidden_layers=2,
         num_attention_heads=heads,
         num_key_value_heads=kv_heads,
-        pad_token_id=PAD,
-        eos_token_id=EOS,
+        max_position_embeddings=32768,
+        tie_word_embeddings=False,
     )
-    return Qwen2ForCausalLM(config)
 
 
 def tiny_qwen2_5_vl(seed: int = 0):

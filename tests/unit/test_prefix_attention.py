@@ -13,7 +13,7 @@ from longrl.rollout.prefix_attention import (
 )
 from longrl.rollout.sampling import SamplingParams
 
-from .tiny_lm import EOS, PAD, VOCAB, tiny_qwen2
+from ..tiny_lm import EOS, PAD, VOCAB, tiny_qwen2
 
 
 def _model(**overrides):

@@ -4,7 +4,7 @@ import torch
 from longrl.rollout.engine import PromptBatch, TorchRolloutEngine, next_positions
 from longrl.rollout.sampling import SamplingParams, choose_tokens, truncate_logits
 
-from .tiny_lm import EOS, PAD, VOCAB, tiny_qwen2
+from ..tiny_lm import EOS, PAD, VOCAB, tiny_qwen2
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from longrl.rollout.engine import PromptBatch, TorchRolloutEngine
 from longrl.rollout.sampling import SamplingParams
 from longrl.train.logprobs import response_log_probs
 
-from .tiny_lm import EOS, PAD, VOCAB, tiny_qwen2
+from ..tiny_lm import EOS, PAD, VOCAB, tiny_qwen2
 
 
 def _model(seed=0):
