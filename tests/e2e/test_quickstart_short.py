@@ -14,11 +14,13 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.mark.slow
 def test_short_quickstart_runs_every_stage(tmp_path, capsys):
     out = tmp_path / "qs"
-    assert main(["quickstart", "--short", "--out", str(out)]) == 0
+    # --set applies after --short: the shortened plan runs 2 RL steps, this run 3.
+    assert main(["quickstart", "--short", "--out", str(out), "--set", "rl_steps=3"]) == 0
     printed = capsys.readouterr().out
     assert "| base |" in printed and "| sft |" in printed and "| rl |" in printed
 
     summary = json.loads((out / "summary.json").read_text())
+    assert summary["plan"]["rl_steps"] == 3
     assert set(summary["stages"]) == {"base", "sft", "rl"}
     for stage, row in summary["stages"].items():
         report = json.loads((out / "eval" / stage / "report.json").read_text())

@@ -13,6 +13,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="a few steps of every stage (checks the pipeline; learns nothing)",
     )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="change one setting of the recipe (a field of longrl.quickstart.plan."
+        'QuickstartPlan; VALUE is JSON, e.g. num_sft=1024 or kinds=\'["first","last"]\'); '
+        "repeatable, applied after --short",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -20,12 +30,17 @@ def run(args: argparse.Namespace) -> int:
 
     from longrl.logging_setup import setup_logging
     from longrl.quickstart.pipeline import format_table, run_quickstart
-    from longrl.quickstart.plan import QuickstartPlan
+    from longrl.quickstart.plan import PlanOverrideError, QuickstartPlan, apply_overrides
 
     setup_logging()
     plan = replace(QuickstartPlan(), seed=args.seed)
     if args.short:
         plan = plan.shortened()
+    try:
+        plan = apply_overrides(plan, args.overrides)
+    except PlanOverrideError as error:
+        print(f"longrl quickstart: {error}")
+        return 2
     summary = run_quickstart(args.out, plan)
     print()
     print(format_table(summary), end="")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import json
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 
@@ -75,3 +76,53 @@ class QuickstartPlan:
             rl_group_size=4,
             eval_batch_size=8,
         )
+
+
+class PlanOverrideError(ValueError):
+    """A `--set FIELD=VALUE` that names no plan field or gives a value of the wrong type."""
+
+
+def apply_overrides(plan: QuickstartPlan, assignments: list[str]) -> QuickstartPlan:
+    """`plan` with `FIELD=VALUE` assignments applied; VALUE is JSON (`num_sft=1024`,
+    `kinds=["first","last"]`, `sft_kind_weights={"last":0.1}`) or else a plain string."""
+    known = {f.name: f for f in fields(QuickstartPlan)}
+    changes: dict[str, Any] = {}
+    for assignment in assignments:
+        name, sep, text = assignment.partition("=")
+        name = name.strip()
+        if not sep or name not in known:
+            raise PlanOverrideError(
+                f"--set {assignment!r}: expected FIELD=VALUE with FIELD one of "
+                f"{', '.join(sorted(known))}"
+            )
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        changes[name] = _checked(name, value, str(known[name].type))
+    return replace(plan, **changes)
+
+
+def _checked(name: str, value: Any, annotation: str) -> Any:
+    """`value` as the field's annotated type (`int | None`, `tuple[str, ...]`, ...), or an error."""
+    optional = annotation.endswith("| None")
+    base = annotation.removesuffix("| None").strip()
+    if value is None and optional:
+        return None
+    if base == "bool" and isinstance(value, bool):
+        return value
+    if base == "int" and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if base == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if base == "str" and isinstance(value, str):
+        return value
+    if (
+        base.startswith("tuple[str")
+        and isinstance(value, list)
+        and all(isinstance(v, str) for v in value)
+    ):
+        return tuple(value)
+    if base.startswith("dict[") and isinstance(value, dict):
+        return value
+    raise PlanOverrideError(f"--set {name}: expected {annotation} (as JSON), got {value!r}")
