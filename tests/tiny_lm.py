@@ -23,3 +23,15 @@ def tiny_qwen2(seed: int = 0, **overrides) -> Qwen2ForCausalLM:
         **overrides,
     }
     return Qwen2ForCausalLM(Qwen2Config(**settings))
+
+
+def random_left_padded(lengths, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded random token ids (never PAD or EOS) and their attention mask."""
+    gen = torch.Generator().manual_seed(seed)
+    width = max(lengths)
+    ids = torch.full((len(lengths), width), PAD)
+    mask = torch.zeros(len(lengths), width, dtype=torch.long)
+    for row, length in enumerate(lengths):
+        ids[row, width - length :] = torch.randint(2, VOCAB, (length,), generator=gen)
+        mask[row, width - length :] = 1
+    return ids, mask

@@ -13,7 +13,7 @@ from longrl.rollout.prefix_attention import (
 )
 from longrl.rollout.sampling import SamplingParams
 
-from ..tiny_lm import EOS, PAD, VOCAB, tiny_qwen2
+from ..tiny_lm import EOS, PAD, VOCAB, random_left_padded, tiny_qwen2
 
 
 def _model(**overrides):
@@ -26,13 +26,7 @@ def model():
 
 
 def _prompts(lengths=(23, 9, 16)):
-    gen = torch.Generator().manual_seed(1)
-    width = max(lengths)
-    ids = torch.full((len(lengths), width), PAD)
-    mask = torch.zeros(len(lengths), width, dtype=torch.long)
-    for row, length in enumerate(lengths):
-        ids[row, width - length :] = torch.randint(2, VOCAB, (length,), generator=gen)
-        mask[row, width - length :] = 1
+    ids, mask = random_left_padded(lengths, seed=1)
     return PromptBatch(attention_mask=mask, input_ids=ids)
 
 

@@ -4,7 +4,7 @@ import torch
 from longrl.rollout.engine import PromptBatch, TorchRolloutEngine, next_positions
 from longrl.rollout.sampling import SamplingParams, choose_tokens, truncate_logits
 
-from ..tiny_lm import EOS, PAD, VOCAB, tiny_qwen2
+from ..tiny_lm import EOS, PAD, VOCAB, random_left_padded, tiny_qwen2
 
 
 @pytest.fixture(scope="module")
@@ -13,14 +13,7 @@ def model():
 
 
 def _prompts(lengths=(7, 4)):
-    gen = torch.Generator().manual_seed(1)
-    width = max(lengths)
-    ids = torch.full((len(lengths), width), PAD)
-    mask = torch.zeros(len(lengths), width, dtype=torch.long)
-    for row, length in enumerate(lengths):
-        ids[row, width - length :] = torch.randint(2, VOCAB, (length,), generator=gen)
-        mask[row, width - length :] = 1
-    return ids, mask
+    return random_left_padded(lengths, seed=1)
 
 
 def _teacher_forced_log_probs(model, ids, mask, response, response_mask, temperature=1.0):

@@ -5,7 +5,7 @@ from longrl.rollout.engine import PromptBatch, TorchRolloutEngine
 from longrl.rollout.sampling import SamplingParams
 from longrl.train.logprobs import response_log_probs
 
-from ..tiny_lm import EOS, PAD, VOCAB, tiny_qwen2
+from ..tiny_lm import EOS, PAD, random_left_padded, tiny_qwen2
 
 
 def _model(seed=0):
@@ -14,13 +14,7 @@ def _model(seed=0):
 
 
 def _batch(lengths=(9, 5)):
-    gen = torch.Generator().manual_seed(4)
-    width = max(lengths)
-    ids = torch.full((len(lengths), width), PAD)
-    mask = torch.zeros(len(lengths), width, dtype=torch.long)
-    for row, length in enumerate(lengths):
-        ids[row, width - length :] = torch.randint(2, VOCAB, (length,), generator=gen)
-        mask[row, width - length :] = 1
+    ids, mask = random_left_padded(lengths, seed=4)
     return PromptBatch(attention_mask=mask, input_ids=ids)
 
 
