@@ -14,6 +14,7 @@ from longrl.config.data import DataConfig
 from longrl.config.sft import SftConfig, SftSection
 from longrl.data.sample import Sample
 from longrl.models.inputs import ModelInput
+from longrl.rewards.builtin import format_reward
 from longrl.train.sft_data import (
     SftDataError,
     end_of_turn_id,
@@ -107,6 +108,13 @@ def test_target_is_reasoning_then_answer_or_answer_only():
     assert target_text(sample(None), True) is None
     assert target_text(sample("   "), True) is None
     assert target_text(sample(None), False) == "<answer>B</answer>"
+    # empty_think: an answer-only record keeps the thinking format, which the format
+    # reward accepts (an empty think block is allowed).
+    empty = target_text(sample(None), True, empty_think=True)
+    assert empty == "<think></think><answer>B</answer>"
+    assert target_text(sample("  "), True, empty_think=True) == empty
+    assert format_reward([empty]) == [1.0]
+    assert target_text(sample("r"), True, empty_think=True) == "<think>r</think><answer>B</answer>"
 
 
 def test_target_tokens_end_with_the_end_of_turn_token():
@@ -145,6 +153,11 @@ def test_records_without_a_target_are_left_out_and_counted():
             DataConfig(max_response_length=35, on_bad_sample="raise"),
             SftSection(),
         )
+    kept, left_out = select_trainable(
+        samples, tokenizer, data, SftSection(missing_reasoning="empty_think")
+    )
+    assert [s.problem_id for s in kept] == ["ok", "none"]
+    assert left_out == {"target_too_long": 1}
     with pytest.raises(SftDataError, match=re.escape("data.thinking=true every record needs")):
         select_trainable([samples[1]], tokenizer, data, SftSection())
 

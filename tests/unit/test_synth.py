@@ -344,5 +344,60 @@ def test_cli_parses_sft_kind_weights(tmp_path: Path) -> None:
     from longrl.commands.synth import _kind_weights
 
     assert _kind_weights("last=0.02, count=0") == {"last": 0.02, "count": 0.0}
-    with pytest.raises(SystemExit, match="KIND=WEIGHT"):
+    with pytest.raises(SystemExit, match="KIND=VALUE"):
         _kind_weights("last")
+    with pytest.raises(SystemExit, match="--sft-reasoning-shares item 'x'"):
+        _kind_weights("x", "--sft-reasoning-shares")
+
+
+def test_sft_reasoning_shares_make_bare_letter_records_and_change_nothing_else() -> None:
+    full = SynthConfig(
+        seed=5, num_sft=120, num_rl=24, num_eval=24, reasoning="timeline", sft_answer="text"
+    )
+    partial = SynthConfig(**{**full.__dict__, "sft_reasoning_shares": {"last": 0.25, "first": 0}})
+    full_plans, partial_plans = plan_dataset(full), plan_dataset(partial)
+    for split in ("rl", "eval"):
+        assert [plan_records(p) for p in partial_plans[split]] == [
+            plan_records(p) for p in full_plans[split]
+        ]
+    with_reasoning: Counter[str] = Counter()
+    per_kind: Counter[str] = Counter()
+    for old, new in zip(full_plans["sft"], partial_plans["sft"], strict=True):
+        for record, before in zip(plan_records(new), plan_records(old), strict=True):
+            per_kind[record["problem_type"]] += 1
+            if "reasoning" in record:
+                with_reasoning[record["problem_type"]] += 1
+                assert record == before
+                continue
+            # The same question, no annotation, and the gold letter as the answer.
+            letter = gold_choice(before["answer"], before["options"])
+            assert record["answer"] == f"<answer>{letter}</answer>"
+            assert {k: v for k, v in record.items() if k != "answer"} == {
+                k: v for k, v in before.items() if k not in ("answer", "reasoning")
+            }
+    # 120 records over 8 kinds: 15 each; `last` keeps round(0.25 * 15) = 4 annotations.
+    assert per_kind == dict.fromkeys(KINDS, 15)
+    assert with_reasoning == {**dict.fromkeys(set(KINDS) - {"first"}, 15), "last": 4}
+    # Its own random stream: another seed picks other records.
+    other = plan_dataset(SynthConfig(**{**partial.__dict__, "seed": 6}))["sft"]
+    kept = {q.question for p in partial_plans["sft"] for q in p.questions if q.reasoning}
+    assert kept != {q.question for p in other for q in p.questions if q.reasoning}
+    for bad in ({"last": -0.1}, {"last": 1.5}, {"bogus": 0.5}):
+        with pytest.raises(SynthError, match="sft_reasoning_shares"):
+            SynthConfig(sft_reasoning_shares=bad).validate()
+
+
+def test_manifest_counts_records_with_reasoning(tmp_path: Path) -> None:
+    config = SynthConfig(
+        seed=2,
+        num_sft=16,
+        num_rl=4,
+        num_eval=4,
+        max_frames=32,
+        sft_reasoning_shares=dict.fromkeys(KINDS, 0.5),
+    )
+    manifest = write_dataset(tmp_path / "d", config)
+    assert manifest["splits"]["sft"]["with_reasoning"] == 8
+    assert manifest["splits"]["rl"]["with_reasoning"] == 4
+    records = [json.loads(line) for line in (tmp_path / "d" / "sft.jsonl").read_text().splitlines()]
+    assert sum("reasoning" in r for r in records) == 8

@@ -56,6 +56,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "each slot in order (timed)",
     )
     parser.add_argument(
+        "--sft-reasoning-shares",
+        default=None,
+        help="share of a kind's SFT records that carry the reasoning annotation, e.g. "
+        "'last=0.25' (1 if not named); the others are bare letter answers (train them with "
+        "sft.missing_reasoning=empty_think); rl and eval do not change (default: all 1)",
+    )
+    parser.add_argument(
         "--sft-answer",
         choices=["letter", "text"],
         default="letter",
@@ -90,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         kinds=kinds,
         sft_kind_weights=_kind_weights(args.sft_kind_weights),
         reasoning=args.reasoning,
+        sft_reasoning_shares=_kind_weights(args.sft_reasoning_shares, "--sft-reasoning-shares"),
         sft_answer=args.sft_answer,
     )
     started = time.perf_counter()
@@ -115,7 +123,7 @@ def _kind_list(text: str | None) -> tuple[str, ...] | None:
     return tuple(k.strip() for k in text.split(",") if k.strip())
 
 
-def _kind_weights(text: str | None) -> dict[str, float] | None:
+def _kind_weights(text: str | None, flag: str = "--sft-kind-weights") -> dict[str, float] | None:
     if text is None:
         return None
     weights = {}
@@ -126,7 +134,5 @@ def _kind_weights(text: str | None) -> dict[str, float] | None:
         except ValueError:
             sep = ""
         if not sep:
-            raise SystemExit(
-                f"longrl synth: error: --sft-kind-weights item {item!r} is not KIND=WEIGHT"
-            )
+            raise SystemExit(f"longrl synth: error: {flag} item {item!r} is not KIND=VALUE")
     return weights

@@ -57,12 +57,15 @@ class SftSection(Section):
             "runs dense over the packed row."
         ),
     )
-    missing_reasoning: Literal["skip", "raise"] = Field(
+    missing_reasoning: Literal["skip", "raise", "empty_think"] = Field(
         "skip",
         description=(
-            "With data.thinking, a record without `reasoning` is left out at load time and "
-            "counted (skip), or stops the run (raise). An answer-only target under the "
-            "thinking prompt would teach the model to ignore the prompt's format."
+            "With data.thinking, what a record without `reasoning` becomes: left out at load "
+            "time and counted (skip), a stop (raise), or the target `<think></think>"
+            "<answer>X</answer>` (empty_think: an answer-only record keeps the thinking "
+            "format with an empty think block, as hybrid-thinking SFT data does). A bare "
+            "`<answer>` target under the thinking prompt would teach the model to ignore "
+            "the prompt's format, so there is no such option."
         ),
     )
 

@@ -25,7 +25,7 @@ import random
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +89,11 @@ class SynthConfig:
     # RL and eval records do not depend on it.
     sft_kind_weights: dict[str, float] | None = None
     reasoning: str = "timed"  # see synth_questions.REASONING_STYLES
+    # Share of each kind's SFT records that carry the reasoning annotation: kind ->
+    # share, 1 for kinds not named. The others are bare multiple-choice records (the
+    # letter, no reasoning), as most video QA training data is. RL and eval records
+    # do not depend on it.
+    sft_reasoning_shares: dict[str, float] | None = None
     sft_answer: str = "letter"  # the SFT split's answers; see synth_questions.ANSWER_STYLES
 
     def split_size(self, split: str) -> int:
@@ -141,6 +146,12 @@ class SynthConfig:
                 "questions_per_video must be between 1 and the number of kinds of every split "
                 f"({fewest_kinds}): each question of a video is of another kind"
             )
+        shares = self.sft_reasoning_shares or {}
+        if any(k not in self.resolved_kinds() or not 0 <= v <= 1 for k, v in shares.items()):
+            raise SynthError(
+                f"sft_reasoning_shares {shares} must name only the kinds "
+                f"{list(self.resolved_kinds())}, with shares between 0 and 1"
+            )
         if self.slots < 2:
             raise SynthError(f"slots must be >= 2, got {self.slots}")
         if not self.slots <= self.min_frames <= self.max_frames:
@@ -178,7 +189,38 @@ def plan_dataset(config: SynthConfig) -> dict[str, list[VideoPlan]]:
     config.validate()
     used: set[tuple[tuple[str, int], ...]] = set()
     plans = {split: _plan_split(config, split, used) for split in PLAN_ORDER}
+    plans["sft"] = _keep_reasoning_share(plans["sft"], config)
     return {split: plans[split] for split in SPLITS}
+
+
+def _keep_reasoning_share(plans: list[VideoPlan], config: SynthConfig) -> list[VideoPlan]:
+    """`plans` with all but `sft_reasoning_shares[kind]` of each kind's questions made
+    bare: no reasoning, the letter as the answer (a text answer exists to match the
+    reasoning's conclusion). Its own random stream: the videos and questions stay those
+    of full shares, so runs that differ only in the shares see the same data."""
+    shares = config.sft_reasoning_shares or {}
+    if all(share >= 1 for share in shares.values()):
+        return plans
+    rng = random.Random(f"longrl-synth:{config.seed}:sft-reasoning")
+    by_kind: dict[str, list[tuple[int, int]]] = {}
+    for i, plan in enumerate(plans):
+        for j, question in enumerate(plan.questions):
+            by_kind.setdefault(question.kind, []).append((i, j))
+    bare: set[tuple[int, int]] = set()
+    for kind in sorted(by_kind):
+        places = by_kind[kind]
+        keep = round(shares.get(kind, 1.0) * len(places))
+        bare.update(rng.sample(places, len(places) - keep))
+    return [
+        replace(
+            plan,
+            questions=tuple(
+                replace(q, reasoning=None, reply=q.answer_letter) if (i, j) in bare else q
+                for j, q in enumerate(plan.questions)
+            ),
+        )
+        for i, plan in enumerate(plans)
+    ]
 
 
 def _plan_split(
@@ -317,7 +359,7 @@ def plan_records(plan: VideoPlan) -> list[dict[str, Any]]:
                 "problem": q.problem,
                 "options": [f"{letter}. {o}" for letter, o in zip(LETTERS, q.options, strict=True)],
                 "answer": f"<answer>{q.reply}</answer>",
-                "reasoning": q.reasoning,
+                **({} if q.reasoning is None else {"reasoning": q.reasoning}),
                 "problem_type": q.kind,
                 "data_type": "video",
                 "videos": [plan.file],
@@ -415,6 +457,7 @@ def _split_summary(split: str, plans: list[VideoPlan], video_bytes: int) -> dict
     return {
         "file": f"{split}.jsonl",
         "records": len(questions),
+        "with_reasoning": sum(q.reasoning is not None for q in questions),
         "videos": len(plans),
         "kinds": _histogram(q.kind for q in questions),
         "answers": _histogram(q.answer_letter for q in questions),

@@ -78,7 +78,7 @@ class Question:
     question: str
     options: tuple[str, ...]  # option texts, in letter order
     answer_letter: str
-    reasoning: str
+    reasoning: str | None  # None: an answer-only record (SynthConfig.sft_reasoning_shares)
     reply: str = ""  # what the record's <answer> tag holds: the letter, or the option text
 
     def __post_init__(self) -> None:

@@ -73,6 +73,7 @@ def make_data(path: Path, plan: QuickstartPlan) -> Path:
         kinds=plan.kinds,
         sft_kind_weights=plan.sft_kind_weights,
         reasoning=plan.reasoning,
+        sft_reasoning_shares=plan.sft_reasoning_shares,
         sft_answer=plan.sft_answer,
     )
     write_dataset(path, config, workers=2, overwrite=path.exists())
@@ -138,6 +139,7 @@ def train_sft(out: Path, data: Path, model: Path, plan: QuickstartPlan) -> Path:
         "sft.micro_batch_size": min(plan.sft_batch_size, 16),
         "trainer.output_dir": str(out / "sft"),
         "trainer.max_steps": plan.sft_steps,
+        "sft.missing_reasoning": "empty_think" if plan.sft_reasoning_shares else "skip",
         "trainer.save_freq": max(1, plan.sft_steps // 3),
         "trainer.seed": plan.seed,
         "trainer.logger": "[jsonl, console]",

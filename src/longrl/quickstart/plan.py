@@ -21,6 +21,10 @@ class QuickstartPlan:
     # Relative share of each kind in the SFT split (kind -> weight, 1 if not named).
     sft_kind_weights: dict[str, float] | None = None
     reasoning: str = "timeline"  # synth reasoning style ("timed" or "timeline")
+    # Share of each kind's SFT records with a reasoning annotation (kind -> share, 1 if
+    # not named); the rest are bare letter answers, learnt with an empty think block
+    # (sft.missing_reasoning=empty_think).
+    sft_reasoning_shares: dict[str, float] | None = None
     # SFT targets answer with the option text, not the letter (docs/data.md says why).
     sft_answer: str = "text"
     # Tiny model (longrl tiny-model); keyword sizes of the builder.

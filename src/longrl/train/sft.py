@@ -148,7 +148,13 @@ def run_sft(config: SftConfig) -> Path:
         for step in range(start_step + 1, steps + 1):
             timer = PhaseTimer()
             items = draw_step_batch(
-                policy, order, config.sft.batch_size, config.data, skipped, timer
+                policy,
+                order,
+                config.sft.batch_size,
+                config.data,
+                skipped,
+                timer,
+                empty_think=config.sft.missing_reasoning == "empty_think",
             )
             metrics = sft_step(policy, optimizer, scheduler, items, config.sft, timer)
             metrics.update(timer.metrics())

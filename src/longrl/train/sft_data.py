@@ -41,12 +41,13 @@ class SftDataError(ValueError):
     """A record or tokenizer that cannot give an SFT target; the message names it."""
 
 
-def target_text(sample: Sample, thinking: bool) -> str | None:
-    """The assistant reply to learn, or None when the thinking target has no reasoning."""
+def target_text(sample: Sample, thinking: bool, empty_think: bool = False) -> str | None:
+    """The assistant reply to learn. Under the thinking template a sample without
+    reasoning gives None, or with `empty_think` an empty think block and the answer."""
     if not thinking:
         return format_reasoning_target(None, sample.answer)
     if sample.reasoning is None or not sample.reasoning.strip():
-        return None
+        return format_reasoning_target("", sample.answer) if empty_think else None
     return format_reasoning_target(sample.reasoning, sample.answer)
 
 
@@ -73,7 +74,7 @@ def select_trainable(
     left_out: Counter = Counter()
     for sample in samples:
         where = sample.source or sample.problem_id
-        text = target_text(sample, data.thinking)
+        text = target_text(sample, data.thinking, sft.missing_reasoning == "empty_think")
         if text is None:
             if sft.missing_reasoning == "raise":
                 raise SftDataError(
@@ -111,10 +112,11 @@ def draw_step_batch(
     data: DataConfig,
     skipped: Counter,
     timer: PhaseTimer,
+    empty_think: bool = False,
 ) -> list[Group]:
     """`count` samples ready to train on: decoded, prompt built, each video encoded once.
 
-    Each sample becomes a Group with one response, its target tokens.
+    Each sample becomes a Group with one response, its target tokens (`target_text`).
     """
     tokenizer = policy.tokenizer
     end_id = end_of_turn_id(tokenizer)
@@ -136,7 +138,8 @@ def draw_step_batch(
             continue
         groups = split_groups(encoded.samples, encoded.model_input, encoded.video_embeds)
         for group in groups:
-            ids = target_token_ids(target_text(group.sample, data.thinking), tokenizer, end_id)
+            text = target_text(group.sample, data.thinking, empty_think)
+            ids = target_token_ids(text, tokenizer, end_id)
             group.responses = [torch.tensor(ids, dtype=torch.long)]
         items.extend(groups)
     return items
