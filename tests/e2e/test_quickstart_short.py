@@ -38,6 +38,14 @@ def test_short_quickstart_runs_every_stage(tmp_path, capsys):
         png = out / "plots" / f"{run}.png"
         assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 5000
     assert (out / "summary.md").read_text().startswith("| stage |")
+    # The default SFT split mixes annotated and bare records; SFT learns both
+    # (sft.missing_reasoning=empty_think), none is left out.
+    sft_split = json.loads((out / "data" / "manifest.json").read_text())["splits"]["sft"]
+    assert 0 < sft_split["records"] - sft_split["with_reasoning"] < sft_split["records"]
+    sft_rows = [
+        json.loads(line) for line in (out / "sft" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert sft_rows[-1]["data/skipped_total"] == 0
 
     # Run again: finished stages are reused (no retraining), the table is rebuilt.
     before = (out / "sft" / "hf" / "model.safetensors").stat().st_mtime_ns

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from longrl.eval.report import QUESTION_KEYS, EvalReport, format_table, write_prediction
-from longrl.eval.scoring import QuestionResult
+from longrl.eval.scoring import QuestionResult, has_reasoning
 from longrl.eval.summary import UNSPECIFIED_TYPE, summarize, summarize_by_type
 
 
@@ -44,6 +44,7 @@ def test_summary_numbers_by_hand():
     assert m["pass_at_1"] == pytest.approx((2 / 4 + 0 + 1 / 4) / 3)
     assert m["pass_at_2"] == pytest.approx((5 / 6 + 0 + 1 / 2) / 3)
     assert m["format_accuracy"] == pytest.approx(6 / 12)
+    assert m["reasoning_rate"] == 0.0  # every response is "r": no think block
     assert m["extraction_failure_rate"] == pytest.approx(3 / 12)
     assert m["mean_response_length"] == pytest.approx((100 + 20 + 32) / 12)
     assert m["truncated_rate"] == pytest.approx(1 / 12)
@@ -67,7 +68,20 @@ def test_greedy_summary_and_no_format_check():
     m = summarize(results, k=1)
     assert m["accuracy"] == 0.5 and m["pass_at_1"] == 0.5
     assert m["format_accuracy"] is None  # non-thinking: no format to check
+    assert m["reasoning_rate"] is None
     assert m["truncated_rate"] == 0.5
+
+
+def test_reasoning_rate_counts_think_blocks_that_hold_text():
+    result = _result("a", "x", [True] * 4, ["A"] * 4, [True] * 4, [1] * 4)
+    result.responses = [
+        "<think>red then blue</think><answer>A</answer>",
+        "<think></think><answer>A</answer>",
+        "<think> \n </think><answer>A</answer>",
+        "<answer>A</answer>",
+    ]
+    assert summarize([result], k=1)["reasoning_rate"] == pytest.approx(1 / 4)
+    assert [has_reasoning(r) for r in result.responses] == [True, False, False, False]
 
 
 def test_different_sample_counts_are_refused():

@@ -2,20 +2,40 @@ from longrl.quickstart.pipeline import format_table
 
 
 def test_table_lists_each_stage_and_each_kind_per_stage():
-    row = {"format_accuracy": 1.0, "mean_response_length": 40.0, "num_questions": 4}
+    row = {
+        "format_accuracy": 1.0,
+        "reasoning_rate": 0.5,
+        "mean_response_length": 40.0,
+        "num_questions": 4,
+    }
     summary = {
         "stages": {
             "base": {**row, "accuracy": 0.25, "per_type_accuracy": {"first": 0.5, "count": 0.0}},
             "sft": {**row, "accuracy": 0.5, "per_type_accuracy": {"first": 1.0}},
-            "rl": {**row, "accuracy": 0.75, "format_accuracy": None, "per_type_accuracy": {}},
+            "rl": {
+                **row,
+                "accuracy": 0.75,
+                "format_accuracy": None,
+                "reasoning_rate": None,
+                "per_type_accuracy": {},
+            },
         },
         "chance_accuracy": 0.25,
         "seconds": {"total": 1.0},
     }
     lines = format_table(summary).splitlines()
-    assert lines[2] == "| base | 0.250 | 1.000 | 40.0 | 4 |"
-    assert lines[4] == "| rl | 0.750 | - | 40.0 | 4 |"
+    assert lines[0].startswith("| stage | accuracy | format accuracy | reasoning rate |")
+    assert lines[2] == "| base | 0.250 | 1.000 | 0.500 | 40.0 | 4 |"
+    assert lines[4] == "| rl | 0.750 | - | - | 40.0 | 4 |"
     assert "| kind | base | sft | rl |" in lines
     assert "| count | 0.000 | - | - |" in lines
     assert "| first | 0.500 | 1.000 | - |" in lines
     assert lines[-1].startswith("chance accuracy: 0.25")
+
+
+def test_moving_average_is_the_mean_of_the_trailing_window():
+    from longrl.quickstart.plots import moving_average
+
+    assert moving_average([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]
+    assert moving_average([2.0, 4.0], 5) == [2.0, 3.0]
+    assert moving_average([], 3) == []

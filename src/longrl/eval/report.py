@@ -113,6 +113,12 @@ def format_table(report: EvalReport) -> str:
             if report.settings.get("thinking", True)
             else "- (answer-only prompt: not checked)"
         ),
+        "reasoning          "
+        + (
+            _percent(m["reasoning_rate"]) + "  (think block not empty)"
+            if m.get("reasoning_rate") is not None
+            else "-"
+        ),
         f"no answer found    {_percent(m['extraction_failure_rate'])}",
         f"mean length        {m['mean_response_length']:.1f} tokens"
         f" ({_percent(m['truncated_rate']).strip()} cut at max tokens)",

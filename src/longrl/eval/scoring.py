@@ -8,6 +8,7 @@ compared with `==` to the dataset answer.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from math import comb
@@ -132,6 +133,15 @@ def score_question(
         response_length=[int(x) for x in lengths],
         finished=[bool(x) for x in finished],
     )
+
+
+_THINK_BLOCK = re.compile(r"<think>(.*?)</think>", re.S)
+
+
+def has_reasoning(response: str) -> bool:
+    """True when the response's first think block holds text (not `<think></think>`)."""
+    match = _THINK_BLOCK.search(response)
+    return bool(match and match.group(1).strip())
 
 
 def _where(sample: Sample) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from longrl.eval.scoring import QuestionResult
+from longrl.eval.scoring import QuestionResult, has_reasoning
 
 UNSPECIFIED_TYPE = "unspecified"  # per-type key for questions without a problem_type
 
@@ -27,6 +27,13 @@ def summarize(results: Sequence[QuestionResult], k: int) -> dict[str, Any]:
         raise ValueError(f"questions have different numbers of responses: {sorted(counts)}")
     correct = [float(c) for r in results for c in r.correct]
     formats = [float(f) for r in results if r.format_ok is not None for f in r.format_ok]
+    # Under the thinking prompt (format checked): how often the think block holds text.
+    reasoned = [
+        float(has_reasoning(text))
+        for r in results
+        if r.format_ok is not None
+        for text in r.responses
+    ]
     metrics: dict[str, Any] = {
         "num_questions": len(results),
         "num_responses": len(correct),
@@ -34,6 +41,7 @@ def summarize(results: Sequence[QuestionResult], k: int) -> dict[str, Any]:
         "pass_at_1": _mean([r.pass_at(1) for r in results]),
         f"pass_at_{k}": _mean([r.pass_at(k) for r in results]) if results else None,
         "format_accuracy": _mean(formats),
+        "reasoning_rate": _mean(reasoned),
         "extraction_failure_rate": _mean([float(e is None) for r in results for e in r.extracted]),
         "mean_response_length": _mean([float(x) for r in results for x in r.response_length]),
         "truncated_rate": _mean([float(not f) for r in results for f in r.finished]),

@@ -210,6 +210,7 @@ def _headline(report) -> dict[str, Any]:
     return {
         "accuracy": metrics["accuracy"],
         "format_accuracy": metrics["format_accuracy"],
+        "reasoning_rate": metrics["reasoning_rate"],
         "mean_response_length": metrics["mean_response_length"],
         "num_questions": metrics["num_questions"],
         "per_type_accuracy": {k: v["accuracy"] for k, v in report.per_type.items()},
@@ -219,14 +220,14 @@ def _headline(report) -> dict[str, Any]:
 
 def format_table(summary: dict[str, Any]) -> str:
     lines = [
-        "| stage | accuracy | format accuracy | mean response length | questions |",
-        "| --- | --- | --- | --- | --- |",
+        "| stage | accuracy | format accuracy | reasoning rate | mean response length "
+        "| questions |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for stage, row in summary["stages"].items():
-        fmt = row["format_accuracy"]
         lines.append(
-            f"| {stage} | {row['accuracy']:.3f} | "
-            f"{'-' if fmt is None else f'{fmt:.3f}'} | "
+            f"| {stage} | {row['accuracy']:.3f} | {_rate(row['format_accuracy'])} | "
+            f"{_rate(row.get('reasoning_rate'))} | "
             f"{row['mean_response_length']:.1f} | {row['num_questions']} |"
         )
     lines.extend(["", *_per_kind_table(summary["stages"]), ""])
@@ -234,6 +235,10 @@ def format_table(summary: dict[str, Any]) -> str:
         f"chance accuracy: {summary['chance_accuracy']:.2f}; seconds: {summary['seconds']}"
     )
     return "\n".join(lines) + "\n"
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def _per_kind_table(stages: dict[str, dict[str, Any]]) -> list[str]:
