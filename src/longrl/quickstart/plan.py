@@ -26,10 +26,9 @@ class QuickstartPlan:
     reasoning: str = "timeline"  # synth reasoning style ("timed" or "timeline")
     # Share of each kind's SFT records with a reasoning annotation (kind -> share, 1 if
     # not named); the rest are bare letter answers, learnt with an empty think block
-    # (sft.missing_reasoning=empty_think).
-    # The default leaves a quarter of the `last` records annotated: SFT's greedy model
-    # answers `last` with a bare letter (chance: a letter is not learnt, docs/data.md),
-    # its samples reason 1 time in 4, and RL learns from the reward to reason there.
+    # (sft.missing_reasoning=empty_think). A quarter of `last`: SFT's greedy model then
+    # answers `last` bare (chance: a letter is not learnt, docs/data.md), its samples
+    # reason 1 time in 4, and RL learns from the reward to reason there.
     sft_reasoning_shares: dict[str, float] | None = field(default_factory=lambda: {"last": 0.25})
     # SFT targets answer with the option text, not the letter (docs/data.md says why).
     sft_answer: str = "text"
