@@ -22,6 +22,8 @@ def test_short_quickstart_runs_every_stage(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["plan"]["rl_steps"] == 3
     assert set(summary["stages"]) == {"base", "sft", "rl"}
+    accuracy = {stage: row["accuracy"] for stage, row in summary["stages"].items()}
+    assert summary["margins"]["RL - SFT"] == pytest.approx(100 * (accuracy["rl"] - accuracy["sft"]))
     for stage, row in summary["stages"].items():
         report = json.loads((out / "eval" / stage / "report.json").read_text())
         assert report["metrics"]["num_questions"] == row["num_questions"] == 8

@@ -1,3 +1,5 @@
+import pytest
+
 from longrl.quickstart.pipeline import format_table
 
 
@@ -30,7 +32,21 @@ def test_table_lists_each_stage_and_each_kind_per_stage():
     assert "| kind | base | sft | rl |" in lines
     assert "| count | 0.000 | - | - |" in lines
     assert "| first | 0.500 | 1.000 | - |" in lines
+    assert lines[-2] == (
+        "margins (accuracy points): SFT - chance +25.0, RL - SFT +25.0 "
+        "(the targets: SFT - chance >= 20, RL - SFT >= 5)"
+    )
     assert lines[-1].startswith("chance accuracy: 0.25")
+
+
+def test_learning_margins_by_hand():
+    from longrl.quickstart.pipeline import learning_margins
+
+    stages = {"base": {"accuracy": 0.0}, "sft": {"accuracy": 0.555}, "rl": {"accuracy": 0.676}}
+    margins = learning_margins(stages, 0.25)
+    assert margins["SFT - chance"] == pytest.approx(30.5)
+    assert margins["RL - SFT"] == pytest.approx(12.1)
+    assert learning_margins({"base": {"accuracy": 0.3}}, 0.25) == {}
 
 
 def test_moving_average_is_the_mean_of_the_trailing_window():

@@ -19,6 +19,9 @@ from longrl.quickstart.plan import QuickstartPlan
 logger = logging.getLogger("longrl.quickstart")
 
 STAGES = ("base", "sft", "rl")
+# What the quickstart must show on the held-out questions (README): points of accuracy.
+SFT_OVER_CHANCE, RL_OVER_SFT = 20, 5
+CHANCE_ACCURACY = 0.25  # four options, letters balanced per kind (longrl synth)
 
 
 def run_quickstart(out: str | Path, plan: QuickstartPlan) -> dict[str, Any]:
@@ -45,10 +48,12 @@ def run_quickstart(out: str | Path, plan: QuickstartPlan) -> dict[str, Any]:
     from longrl.quickstart.plots import plot_training
 
     plots = plot_training(out)
+    stages = {stage: _headline(report) for stage, report in reports.items()}
     summary = {
         "plan": asdict(plan),
-        "stages": {stage: _headline(report) for stage, report in reports.items()},
-        "chance_accuracy": 0.25,
+        "stages": stages,
+        "chance_accuracy": CHANCE_ACCURACY,
+        "margins": learning_margins(stages, CHANCE_ACCURACY),
         "seconds": {**seconds, "total": round(time.perf_counter() - started, 1)},
         "plots": [str(p) for p in plots],
     }
@@ -231,10 +236,28 @@ def format_table(summary: dict[str, Any]) -> str:
             f"{row['mean_response_length']:.1f} | {row['num_questions']} |"
         )
     lines.extend(["", *_per_kind_table(summary["stages"]), ""])
+    margins = learning_margins(summary["stages"], summary["chance_accuracy"])
+    if margins:
+        lines.append(
+            "margins (accuracy points): "
+            + ", ".join(f"{name} {value:+.1f}" for name, value in margins.items())
+            + f" (the targets: SFT - chance >= {SFT_OVER_CHANCE}, RL - SFT >= {RL_OVER_SFT})"
+        )
     lines.append(
         f"chance accuracy: {summary['chance_accuracy']:.2f}; seconds: {summary['seconds']}"
     )
     return "\n".join(lines) + "\n"
+
+
+def learning_margins(stages: dict[str, dict[str, Any]], chance: float) -> dict[str, float]:
+    """Accuracy gains in points: SFT over chance and RL over SFT (for the stages present)."""
+    accuracy = {stage: row["accuracy"] for stage, row in stages.items()}
+    margins = {}
+    if "sft" in accuracy:
+        margins["SFT - chance"] = 100 * (accuracy["sft"] - chance)
+        if "rl" in accuracy:
+            margins["RL - SFT"] = 100 * (accuracy["rl"] - accuracy["sft"])
+    return margins
 
 
 def _rate(value: float | None) -> str:
