@@ -4,18 +4,22 @@ import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 VOCAB, PAD, EOS = 96, 0, 1
+# The language model's sizes, shared with the tiny Qwen2.5-VL of the SP tests.
+TEXT_SIZES = {
+    "vocab_size": VOCAB,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+}
 
 
 def tiny_qwen2(seed: int = 0, **overrides) -> Qwen2ForCausalLM:
     """Hidden 64, 2 layers, 4 heads / 2 KV heads; `overrides` go to the config."""
     torch.manual_seed(seed)
     settings = {
-        "vocab_size": VOCAB,
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
+        **TEXT_SIZES,
         "max_position_embeddings": 512,
         "pad_token_id": PAD,
         "eos_token_id": EOS,

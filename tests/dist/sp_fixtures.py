@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..tiny_lm import EOS, PAD, VOCAB
+from ..tiny_lm import EOS, PAD, TEXT_SIZES
 from ..tiny_lm import tiny_qwen2 as shared_tiny_qwen2
 
 VIDEO, VISION_START, VISION_END, IMAGE = 90, 91, 92, 93
@@ -29,12 +29,7 @@ def tiny_qwen2_5_vl(seed: int = 0):
     torch.manual_seed(seed)
     config = Qwen2_5_VLConfig(
         text_config={
-            "vocab_size": VOCAB,
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
+            **TEXT_SIZES,
             "rope_parameters": {
                 "rope_type": "default",
                 "rope_theta": 10000.0,
